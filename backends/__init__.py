@@ -1,0 +1,62 @@
+"""Lazy registry of backends: a backend's framework is imported only when that backend is created.
+
+Listing the names never imports torch or jax, so the harness core stays framework-free.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from harness.errors import HarnessError
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """Where a backend lives and what it needs installed."""
+
+    module: str
+    cls: str
+    framework: str  # top-level module that must import
+    extra: str      # the pip extra that installs it
+    description: str
+
+
+REGISTRY: dict[str, BackendSpec] = {
+    "torch": BackendSpec("backends.torch_eager", "TorchEagerBackend", "torch", "torch",
+                         "PyTorch eager, data on the device, loss accumulated on the device"),
+    "torch-compile": BackendSpec("backends.torch_compile", "TorchCompileBackend", "torch", "torch",
+                                 "torch.compile of the loss/backward and of Adam's step"),
+    "torch-reference": BackendSpec("backends.torch_reference", "TorchReferenceBackend", "torch", "torch",
+                                   "the pytorch/examples vae/main.py loop as users know it"),
+    "jax": BackendSpec("backends.jax_flax", "JaxBackend", "jax", "jax",
+                       "Flax NNX + Optax adam, jitted lax.scan epoch with donated state"),
+}
+
+# Test-only backends register here at run time (see tests/faulty_backends.py); same mechanism.
+def register(name: str, spec: BackendSpec) -> None:
+    REGISTRY[name] = spec
+
+
+def known() -> list[str]:
+    return list(REGISTRY)
+
+
+def check_names(names: list[str]) -> None:
+    """Fail with one line listing the known backends when a name is unknown."""
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        raise HarnessError(f"unknown backend {', '.join(map(repr, unknown))}; known backends: {', '.join(known())}")
+
+
+def create(name: str):
+    """Import the backend's module (and so its framework) and return a new instance."""
+    check_names([name])
+    spec = REGISTRY[name]
+    try:
+        importlib.import_module(spec.framework)
+    except ImportError as exc:
+        raise HarnessError(
+            f"backend {name!r} needs {spec.framework}, which is not installed ({exc}); "
+            f"install it with: pip install -e '.[{spec.extra}]'") from None
+    module = importlib.import_module(spec.module)
+    return getattr(module, spec.cls)()

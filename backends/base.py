@@ -1,0 +1,78 @@
+"""The `VAEBackend` protocol: what the harness asks of every framework implementation.
+
+A backend receives everything that decides the numbers from the harness (initial NumPy params, the
+training-set permutation of each epoch, the noise seed of each epoch, or in lockstep mode the noise
+itself), so that differences between backends can only come from the framework. State leaves a backend
+as NumPy arrays in one framework-neutral layout (`state_dict` names, Adam moments under `adam.m.*` /
+`adam.v.*`, the step count under `adam.step`), so a checkpoint written by one backend loads into any.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from harness.config import RunConfig
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Per-sample test losses: `test_loss` with z = mu, `test_loss_sampled` the 1-sample negative ELBO."""
+
+    test_loss: float
+    test_loss_sampled: float
+
+
+@runtime_checkable
+class VAEBackend(Protocol):
+    """One framework's implementation of the reference VAE training loop."""
+
+    name: str
+
+    def setup(self, params: dict[str, np.ndarray], train_x: np.ndarray, test_x: np.ndarray,
+              config: RunConfig) -> None:
+        """Load the initial params and the data onto `config.device`; build the optimiser."""
+
+    def warmup(self) -> None:
+        """Compile / trace every shape the run will use, without changing the training state.
+
+        The harness times this call as `compile_seconds`; eager backends may do nothing.
+        """
+
+    def train_epoch(self, perm: np.ndarray, noise_seed: int) -> float:
+        """Train one epoch over `train_x[perm]` in batches; return the mean per-sample train loss.
+
+        Returning a Python float synchronises the device, which ends the timed window.
+        """
+
+    def evaluate(self, noise_seed: int) -> EvalResult:
+        """Per-sample test losses over the whole test set (no gradients)."""
+
+    def lockstep_step(self, x: np.ndarray, eps: np.ndarray) -> float:
+        """One optimiser step on batch `x` with the reparameterisation noise `eps` given; returns the batch-sum loss."""
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        """Params and Adam state as NumPy arrays (see module docstring for the layout)."""
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restore what `get_state` returned (from this or any other backend)."""
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        """Bernoulli means (sigmoid outputs) for latent codes z, shape (n, 784)."""
+
+    def synchronize(self) -> None:
+        """Wait for all queued device work (a no-op where execution is synchronous)."""
+
+    def device_memory(self) -> dict[str, float]:
+        """Device memory figures in bytes ({} on CPU): e.g. peak_bytes, in_use_bytes."""
+
+
+def adam_state_keys(param_names: list[str]) -> list[str]:
+    """Names of the Adam entries in a framework-neutral state dict."""
+    return ["adam.step"] + [f"adam.m.{n}" for n in param_names] + [f"adam.v.{n}" for n in param_names]
+
+
+def params_only(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The model parameters of a state dict (drops the optimiser entries)."""
+    return {k: v for k, v in state.items() if not k.startswith("adam.")}

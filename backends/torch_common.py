@@ -1,0 +1,155 @@
+"""What the PyTorch backends share: the module, the loss, device handling and state conversion.
+
+The module's attribute names are those of pytorch/examples vae/main.py, so its state_dict is the
+reference's and saved params load straight into the reference model.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from backends.base import EvalResult
+from harness.config import ModelConfig, RunConfig
+from harness.errors import HarnessError
+
+EVAL_CHUNK = 10_000  # the whole test set in one pass: eval needs no autograd and fits easily
+
+
+class VAE(nn.Module):
+    """pytorch/examples' VAE; the noise eps is an input so the harness can control it."""
+
+    def __init__(self, m: ModelConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(m.input_dim, m.hidden_dim)
+        self.fc21 = nn.Linear(m.hidden_dim, m.latent_dim)
+        self.fc22 = nn.Linear(m.hidden_dim, m.latent_dim)
+        self.fc3 = nn.Linear(m.latent_dim, m.hidden_dim)
+        self.fc4 = nn.Linear(m.hidden_dim, m.input_dim)
+
+    def encode(self, x):
+        h1 = F.relu(self.fc1(x))
+        return self.fc21(h1), self.fc22(h1)
+
+    def decode_logits(self, z):
+        return self.fc4(F.relu(self.fc3(z)))
+
+    def forward(self, x, eps):
+        """Bernoulli logits, mu, logvar; eps=None means z = mu (the posterior mean)."""
+        mu, logvar = self.encode(x)
+        z = mu if eps is None else mu + eps * torch.exp(0.5 * logvar)
+        return self.decode_logits(z), mu, logvar
+
+
+def loss_sum(logits, x, mu, logvar):
+    """Batch sum of BCE + analytic KL, the reference's loss_function.
+
+    BCE is computed from the logits (softplus form), which equals BCE(sigmoid(logits), x) exactly in
+    real arithmetic and avoids the log(0) clamp of F.binary_cross_entropy in float32.
+    """
+    bce = F.binary_cross_entropy_with_logits(logits, x, reduction="sum")
+    kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+    return bce + kld
+
+
+def resolve_device(name: str) -> torch.device:
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise HarnessError(f"device {name!r} requested but torch sees no CUDA GPU")
+    return torch.device(name)
+
+
+def configure(config: RunConfig) -> None:
+    """Threads as the harness resolved them; float32 means float32 (TF32 only when asked for)."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.set_float32_matmul_precision("high" if config.precision == "tf32" else "highest")
+    torch.backends.cuda.matmul.allow_tf32 = config.precision == "tf32"
+    torch.backends.cudnn.allow_tf32 = config.precision == "tf32"
+
+
+def make_adam(model: nn.Module, m: ModelConfig, device: torch.device, **kw) -> torch.optim.Adam:
+    return torch.optim.Adam(model.parameters(), lr=m.learning_rate, betas=(m.beta1, m.beta2),
+                            eps=m.adam_eps, **kw)
+
+
+def load_params(model: nn.Module, params: dict[str, np.ndarray]) -> None:
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(torch.from_numpy(np.ascontiguousarray(params[name], dtype=np.float32)))
+
+
+def get_state(model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, np.ndarray]:
+    state = {n: p.detach().cpu().numpy().copy() for n, p in model.named_parameters()}
+    step = 0
+    for n, p in model.named_parameters():
+        s = opt.state.get(p, {})
+        state[f"adam.m.{n}"] = s["exp_avg"].cpu().numpy().copy() if s else np.zeros(p.shape, np.float32)
+        state[f"adam.v.{n}"] = s["exp_avg_sq"].cpu().numpy().copy() if s else np.zeros(p.shape, np.float32)
+        step = int(s["step"]) if s else 0
+    state["adam.step"] = np.array(step, dtype=np.int64)
+    return state
+
+
+def set_state(model: nn.Module, opt: torch.optim.Optimizer, state: dict[str, np.ndarray]) -> None:
+    """Copy in place, so compiled graphs (and CUDA graphs) that captured these tensors stay valid."""
+    load_params(model, state)
+    step = int(state["adam.step"])
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            s = opt.state[p]
+            if not s:  # Adam creates its state lazily on the first step
+                s["step"] = torch.zeros((), dtype=torch.float32, device=p.device if _capturable(opt) else "cpu")
+                s["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                s["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            s["step"].fill_(step)
+            s["exp_avg"].copy_(torch.from_numpy(state[f"adam.m.{n}"]))
+            s["exp_avg_sq"].copy_(torch.from_numpy(state[f"adam.v.{n}"]))
+
+
+def _capturable(opt: torch.optim.Optimizer) -> bool:
+    return bool(opt.param_groups[0].get("capturable", False))
+
+
+def epoch_noise(n: int, latent: int, seed: int, device: torch.device) -> torch.Tensor:
+    """The epoch's reparameterisation noise, drawn at once from a generator seeded by the harness."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    return torch.randn(n, latent, generator=g, device=device)
+
+
+@torch.no_grad()
+def evaluate(model: VAE, test_x: torch.Tensor, noise_seed: int, latent: int, forward=None) -> EvalResult:
+    """Per-sample test loss with z = mu and with one sampled z, over the whole test set."""
+    forward = model if forward is None else forward
+    n = test_x.shape[0]
+    eps = epoch_noise(n, latent, noise_seed, test_x.device)
+    total_mu = torch.zeros((), device=test_x.device)
+    total_sampled = torch.zeros((), device=test_x.device)
+    for i in range(0, n, EVAL_CHUNK):
+        xb = test_x[i:i + EVAL_CHUNK]
+        total_mu += _loss(forward, xb, None)
+        total_sampled += _loss(forward, xb, eps[i:i + EVAL_CHUNK])
+    return EvalResult(float(total_mu) / n, float(total_sampled) / n)
+
+
+def _loss(forward, xb, eb):
+    logits, mu, logvar = forward(xb, eb)
+    return loss_sum(logits, xb, mu, logvar)
+
+
+@torch.no_grad()
+def decode(model: VAE, z: np.ndarray) -> np.ndarray:
+    dev = next(model.parameters()).device
+    return torch.sigmoid(model.decode_logits(torch.from_numpy(z.astype(np.float32)).to(dev))).cpu().numpy()
+
+
+def device_memory(device: torch.device) -> dict[str, float]:
+    if device.type != "cuda":
+        return {}
+    return {"peak_bytes": float(torch.cuda.max_memory_allocated(device)),
+            "in_use_bytes": float(torch.cuda.memory_allocated(device))}
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

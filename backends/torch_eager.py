@@ -1,0 +1,84 @@
+"""PyTorch eager backend: the reference model and loss, written the way a PyTorch expert would run it.
+
+Differences from the pytorch/examples loop are about speed only: the dataset lives on the device as
+one tensor and batches are gathered by index (no DataLoader, no per-sample Python work), the epoch's
+noise is drawn in one call, and the loss is accumulated on the device so there is no host
+synchronisation inside the step loop.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from backends import torch_common as tc
+from backends.base import EvalResult
+from harness.config import RunConfig
+
+
+class TorchEagerBackend:
+    """`torch`: eager PyTorch, float32."""
+
+    name = "torch"
+
+    def setup(self, params, train_x, test_x, config: RunConfig) -> None:
+        tc.configure(config)
+        self.m = config.model
+        self.device = tc.resolve_device(config.device)
+        self.model = tc.VAE(self.m).to(self.device)
+        tc.load_params(self.model, params)
+        self.opt = self.make_optimizer()
+        self.train_x = torch.from_numpy(train_x).to(self.device)
+        self.test_x = torch.from_numpy(test_x).to(self.device)
+        self.step_fn = self.build_step()
+
+    def make_optimizer(self) -> torch.optim.Adam:
+        return tc.make_adam(self.model, self.m, self.device)
+
+    def build_step(self):
+        model, opt = self.model, self.opt
+
+        def step(xb, eb):
+            opt.zero_grad(set_to_none=True)
+            logits, mu, logvar = model(xb, eb)
+            loss = tc.loss_sum(logits, xb, mu, logvar)
+            loss.backward()
+            opt.step()
+            return loss.detach()
+
+        return step
+
+    def warmup(self) -> None:
+        pass
+
+    def train_epoch(self, perm: np.ndarray, noise_seed: int) -> float:
+        n, bs = len(perm), self.m.batch_size
+        idx = torch.from_numpy(perm.astype(np.int64)).to(self.device)
+        eps = tc.epoch_noise(n, self.m.latent_dim, noise_seed, self.device)
+        total = torch.zeros((), device=self.device)
+        for i in range(0, n, bs):
+            xb = self.train_x.index_select(0, idx[i:i + bs])
+            total += self.step_fn(xb, eps[i:i + bs])
+        return float(total) / n
+
+    def evaluate(self, noise_seed: int) -> EvalResult:
+        return tc.evaluate(self.model, self.test_x, noise_seed, self.m.latent_dim)
+
+    def lockstep_step(self, x: np.ndarray, eps: np.ndarray) -> float:
+        xb = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device)
+        eb = torch.from_numpy(np.ascontiguousarray(eps, np.float32)).to(self.device)
+        return float(self.step_fn(xb, eb))
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        return tc.get_state(self.model, self.opt)
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        tc.set_state(self.model, self.opt, state)
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        return tc.decode(self.model, z)
+
+    def device_memory(self) -> dict[str, float]:
+        return tc.device_memory(self.device)
+
+    def synchronize(self) -> None:
+        tc.synchronize(self.device)

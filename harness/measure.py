@@ -1,0 +1,201 @@
+"""How numbers are measured and summarised: FLOP counts, steady-state statistics, environment capture.
+
+Conventions (see README "Measurement"):
+- every timed window ends with a device synchronisation (a backend returns a Python float);
+- `compile_seconds` (warm-up of every shape) and the first epoch are reported apart;
+- steady state = the epochs after the first: median seconds per epoch with min and max;
+- time to target = compile + training + eval seconds until `test_loss` first drops below the target.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from harness import __version__
+from harness.config import ModelConfig, RunConfig
+from harness.errors import HarnessError
+
+
+def _linear_macs(m: ModelConfig) -> dict[str, int]:
+    d, h, z = m.input_dim, m.hidden_dim, m.latent_dim
+    return {"fc1": d * h, "fc21": h * z, "fc22": h * z, "fc3": z * h, "fc4": h * d}
+
+
+def train_flops_per_sample(m: ModelConfig = ModelConfig()) -> int:
+    """Matrix-product FLOPs of one training sample (2 FLOPs per multiply-add; elementwise ops ignored).
+
+    forward: every layer once; backward: every weight gradient, and every input gradient except
+    fc1's (the data needs no gradient). 784-400-20-400-784: 3 * 651,200 - 313,600 = 1,640,000 MACs.
+    """
+    macs = _linear_macs(m)
+    total = sum(macs.values())
+    return 2 * (3 * total - macs["fc1"])
+
+
+def eval_flops_per_sample(m: ModelConfig = ModelConfig()) -> int:
+    """Eval encodes once and decodes twice (z = mu and one sampled z)."""
+    macs = _linear_macs(m)
+    enc = macs["fc1"] + macs["fc21"] + macs["fc22"]
+    dec = macs["fc3"] + macs["fc4"]
+    return 2 * (enc + 2 * dec)
+
+
+def summarize(epochs: list[dict], config: RunConfig, compile_seconds: float | None,
+              probe: dict | None, n_train: int) -> dict[str, Any]:
+    """Steady-state figures of one backend from its epoch records (dicts of EpochRecord fields)."""
+    if not epochs:
+        return {}
+    steady = epochs[1:] or epochs  # a 1-epoch run has no steady state; say so via steady_epochs
+    secs = [e["train_seconds"] for e in steady]
+    evals = [e["eval_seconds"] for e in steady]
+    median = statistics.median(secs)
+    flops = train_flops_per_sample(config.model) * n_train
+    out: dict[str, Any] = {
+        "steady_epochs": len(epochs) - 1,
+        "steady_seconds_per_epoch": median,
+        "steady_seconds_min": min(secs),
+        "steady_seconds_max": max(secs),
+        "train_samples_per_second": n_train / median,
+        "eval_samples_per_second": statistics.median(e["eval_samples_per_second"] for e in steady),
+        "eval_seconds": statistics.median(evals),
+        "train_gflops_per_second": flops / median / 1e9,
+        "final_train_loss": epochs[-1]["train_loss"],
+        "final_test_loss": epochs[-1]["test_loss"],
+        "final_test_loss_sampled": epochs[-1]["test_loss_sampled"],
+        "target_loss": config.target_loss,
+        "time_to_target_seconds": next(
+            (e["elapsed_seconds"] for e in epochs if e["test_loss"] < config.target_loss), None),
+    }
+    if probe:
+        if probe.get("peak_gflops"):
+            out["fraction_of_peak"] = out["train_gflops_per_second"] / probe["peak_gflops"]
+        if probe.get("floor_seconds_per_epoch") and not config.train_limit:
+            out["floor_multiple"] = median / probe["floor_seconds_per_epoch"]
+    return out
+
+
+# ---------------------------------------------------------------- devices, framework-free
+
+def gpu_visible() -> bool:
+    return Path("/dev/nvidiactl").exists() or Path("/dev/nvidia0").exists()
+
+
+def resolve_device(device: str) -> str:
+    """Validate a --device value without importing a framework; 'auto' picks cuda when a GPU is visible."""
+    if device == "auto":
+        return "cuda" if gpu_visible() else "cpu"
+    if device == "cpu":
+        return device
+    if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
+        if not gpu_visible():
+            raise HarnessError(f"device {device!r} requested but no NVIDIA GPU is visible on this machine; "
+                               "use --device cpu (there is no silent fallback)")
+        return device
+    raise HarnessError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+
+
+# ---------------------------------------------------------------- environment
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def cpu_flags() -> list[str]:
+    """The SIMD features that decide CPU matmul speed (AVX2/AVX-512/AMX differ between our machines)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return sorted(f for f in flags if f.startswith(("avx", "amx", "fma")))
+    except OSError:
+        pass
+    return []
+
+
+def git_info() -> dict[str, Any]:
+    root = Path(__file__).resolve().parent.parent
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+    try:
+        commit = git("rev-parse", "--verify", "-q", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit or None, "dirty": dirty if commit else None}
+
+
+def gpu_info() -> list[dict[str, str]]:
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
+                              "--format=csv,noheader"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    rows = [dict(zip(("name", "driver", "memory"), map(str.strip, line.split(","))))
+            for line in out.strip().splitlines() if line.strip()]
+    return rows
+
+
+def package_versions(names=("numpy", "torch", "jax", "jaxlib", "flax", "optax", "pandas", "rich")) -> dict:
+    out = {}
+    for name in names:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def environment() -> dict[str, Any]:
+    """Everything about the machine and software that can change a number, framework-free."""
+    return {
+        "harness_version": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
+        "cores": len(os.sched_getaffinity(0)),
+        "gpus": gpu_info(),
+        "packages": package_versions(),
+        "env": {k: os.environ.get(k) for k in ("XLA_FLAGS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                               "CUDA_VISIBLE_DEVICES", "XLA_PYTHON_CLIENT_PREALLOCATE")},
+        "git": git_info(),
+    }
+
+
+def framework_info(backend: str, config: RunConfig) -> dict[str, Any]:
+    """Called inside the child, after the framework was imported: versions and numeric settings."""
+    info: dict[str, Any] = {"precision": config.precision}
+    if "torch" in sys.modules:
+        import torch
+        info.update(torch=torch.__version__, torch_threads=torch.get_num_threads(),
+                    torch_cuda=torch.version.cuda,
+                    matmul_precision=torch.get_float32_matmul_precision())
+        if backend == "torch-compile":
+            info["compile_mode"] = config.compile_mode
+    if "jax" in sys.modules:
+        import jax
+        info.update(jax=jax.__version__, jax_backend=jax.default_backend(),
+                    jax_matmul_precision=str(jax.config.jax_default_matmul_precision),
+                    jax_devices=[str(d) for d in jax.devices()])
+        for pkg in ("flax", "optax", "jaxlib"):
+            try:
+                info[pkg] = importlib.metadata.version(pkg)
+            except importlib.metadata.PackageNotFoundError:
+                pass
+    return info

@@ -1,0 +1,236 @@
+"""Runs a list of jobs, each in its own child process, and keeps DIR/results.json current.
+
+A job is one backend on one device with one seed. `harness run` is a short list of jobs; a sweep is a
+longer one. The runner owns the results file: it rewrites it atomically after every event from a child,
+so nothing finished is lost when a child crashes, times out, or the user presses Ctrl-C.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import backends
+from harness import atomic, results
+from harness.config import RunConfig
+from harness.errors import HarnessError
+from harness.measure import summarize
+from harness.results import BackendResult, EpochRecord, RunRecord
+
+STDERR_LOG = "stderr.log"
+KILL_GRACE_SECONDS = 3.0
+
+
+class Interrupted(HarnessError):
+    """Ctrl-C or SIGTERM: finished epochs are saved; `--resume DIR` continues."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One backend on one device with one seed, trained by one child process."""
+
+    backend: str
+    device: str
+    seed: int
+    config: RunConfig
+
+    def folder(self, run_dir: Path) -> Path:
+        return run_dir / self.backend
+
+
+def jobs_for(config: RunConfig) -> list[Job]:
+    return [Job(b, config.device, config.seed, config) for b in config.backends]
+
+
+def new_record(config: RunConfig, environment: dict, command: str) -> RunRecord:
+    return RunRecord(config=config.to_dict(), environment=environment, command=command,
+                     results=[BackendResult(j.backend, j.device, j.seed) for j in jobs_for(config)])
+
+
+def prepare_run_dir(run_dir: Path, *, resume: bool, force: bool) -> None:
+    """Refuse to mix two runs in one folder; check it is writable before any work starts."""
+    has_run = (run_dir / results.RESULTS_FILE).exists()
+    if resume and not has_run:
+        raise HarnessError(f"--resume {run_dir}: no {results.RESULTS_FILE} there to resume")
+    if has_run and not (resume or force):
+        raise HarnessError(f"{run_dir} already holds a run; use --resume to continue it, "
+                           "--force to overwrite it, or another --out")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise HarnessError(f"--out {run_dir} exists and is not a folder")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(run_dir / ".write-test", "")
+        (run_dir / ".write-test").unlink()
+    except OSError as exc:
+        raise HarnessError(f"cannot write to output folder {run_dir}: {exc.strerror or exc}") from None
+
+
+def run_jobs(record: RunRecord, jobs: list[Job], run_dir: Path, data_dir: Path, *, resume: bool = False,
+             on_event: Callable[[BackendResult, dict], None] = lambda r, e: None) -> RunRecord:
+    """Run every unfinished job in turn; the record is saved after each event."""
+    results.save(record, run_dir)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        for job in jobs:
+            result = record.find(job.backend, job.device, job.seed)
+            if result.status == "ok":
+                continue
+            try:
+                _run_one(record, job, result, run_dir, data_dir, resume, on_event)
+            except KeyboardInterrupt:
+                _mark_interrupted(record, jobs)
+                results.save(record, run_dir)
+                raise Interrupted(f"interrupted; finished epochs are saved in {run_dir / results.RESULTS_FILE}; "
+                                  f"continue with: python -m harness run --resume {run_dir}") from None
+            results.save(record, run_dir)
+            on_event(result, {"event": "finished"})
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return record
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _mark_interrupted(record: RunRecord, jobs: list[Job]) -> None:
+    for job in jobs:
+        r = record.find(job.backend, job.device, job.seed)
+        if r.status in ("pending", "running"):
+            r.status, r.error = "interrupted", (f"interrupted after {len(r.epochs)} epoch(s)")
+
+
+def _run_one(record: RunRecord, job: Job, result: BackendResult, run_dir: Path, data_dir: Path,
+             resume: bool, on_event) -> None:
+    spec = backends.REGISTRY[job.backend]
+    if importlib.util.find_spec(spec.framework) is None:
+        result.status = "unavailable"
+        result.error = f"{spec.framework} is not installed; install it with: pip install -e '.[{spec.extra}]'"
+        on_event(result, {"event": "unavailable"})
+        return
+    folder = job.folder(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    job_file = folder / "job.json"
+    atomic.write_json(job_file, {"backend": job.backend, "device": job.device, "seed": job.seed,
+                                 "config": job.config.to_dict(), "job_dir": str(folder),
+                                 "data_dir": str(data_dir), "resume": resume})
+    result.status, result.error, result.stderr_tail = "running", None, None
+    if not resume:
+        result.epochs = []
+    n_train = job.config.train_limit or 60_000
+
+    def handle(event: dict) -> None:
+        _apply_event(result, event, record.probe, job.config, n_train)
+        results.save(record, run_dir)
+        on_event(result, event)
+
+    code, timed_out = _run_child(job_file, folder / STDERR_LOG, job.config.timeout, handle)
+    if result.status == "running":  # the child ended without saying done, diverged or error
+        result.status = "failed"
+        if timed_out:
+            result.error = f"timed out after {job.config.timeout:g} s (--timeout)"
+        elif code is not None and code < 0:
+            name = signal.Signals(-code).name
+            hint = " (out of memory?)" if -code == signal.SIGKILL else ""
+            result.error = f"child process killed by {name}{hint}"
+        else:
+            result.error = f"child process exited with code {code}"
+        result.stderr_tail = _tail(folder / STDERR_LOG)
+    elif result.status == "failed":
+        result.stderr_tail = _tail(folder / STDERR_LOG)
+
+
+def _apply_event(r: BackendResult, ev: dict, probe, config: RunConfig, n_train: int) -> None:
+    kind = ev["event"]
+    if kind == "started":
+        r.threads, r.backend_info = ev["threads"], ev["backend_info"]
+    elif kind == "resumed":
+        r.epochs = [e for e in r.epochs if e.epoch < ev["epoch"]] + [EpochRecord(**ev["record"])]
+    elif kind == "setup":
+        r.setup_seconds = ev["setup_seconds"]
+        r.memory.update(ev["memory"])
+    elif kind == "compiled":
+        if r.compile_seconds is None:  # a resumed job compiles again; the first figure stands
+            r.compile_seconds = ev["compile_seconds"]
+    elif kind == "epoch":
+        rec = EpochRecord(**ev["record"])
+        r.epochs = [e for e in r.epochs if e.epoch < rec.epoch] + [rec]
+        if rec.epoch == 1:
+            r.first_epoch_seconds = rec.train_seconds
+        r.memory.update(ev["memory"])
+    elif kind == "diverged":
+        r.status = "diverged"
+        r.error = (f"diverged at epoch {ev['epoch']} (losses {', '.join(ev['losses'])}); "
+                   f"last finite train loss {ev['last_finite_loss']}")
+    elif kind == "done":
+        r.status, r.params_file = "ok", ev["params_file"]
+        r.memory.update(ev["memory"])
+    elif kind == "error":
+        r.status, r.error = "failed", ev["message"]
+    r.summary = summarize([dataclasses.asdict(e) for e in r.epochs], config, r.compile_seconds, probe, n_train)
+
+
+def _run_child(job_file: Path, stderr_path: Path, timeout: float, handle) -> tuple[int | None, bool]:
+    """Start the worker, feed its JSON-line events to `handle`, enforce the timeout; return (code, timed_out)."""
+    with open(stderr_path, "ab") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "harness.worker", str(job_file)],
+                                stdout=subprocess.PIPE, stderr=err, start_new_session=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + timeout if timeout else None
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    buffer = b""
+    try:
+        while True:
+            wait = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
+            if deadline is not None and time.monotonic() >= deadline:
+                _stop(proc)
+                return proc.returncode, True
+            if not sel.select(wait):
+                continue
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                if line.strip():
+                    handle(json.loads(line))
+        return proc.wait(), False
+    except BaseException:
+        _stop(proc)
+        raise
+    finally:
+        sel.close()
+        proc.stdout.close()
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM the child's process group, then SIGKILL after a short grace period."""
+    for sig, wait in ((signal.SIGTERM, KILL_GRACE_SECONDS), (signal.SIGKILL, 5.0)):
+        if proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def _tail(path: Path, chars: int = 2000) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError:
+        return ""

@@ -1,0 +1,165 @@
+"""The child process that trains one job (one backend, device, seed) and reports to the runner.
+
+Started as `python -m harness.worker JOB.json` by harness.runner. Isolation is the point: each backend
+gets its own threads, memory and crash domain. Events go to the parent as JSON lines on the original
+stdout; anything a library prints is redirected to stderr, which the parent keeps in a log file.
+After every epoch the full training state is checkpointed atomically, so `--resume` can continue.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from harness import atomic, data
+from harness.config import RunConfig, epoch_permutation, init_params, noise_seed
+from harness.errors import HarnessError
+from harness.results import EpochRecord
+
+CHECKPOINT = "checkpoint.npz"
+PARAMS = "params.npz"
+
+
+class Events:
+    """JSON-lines channel to the parent on a private duplicate of fd 1."""
+
+    def __init__(self) -> None:
+        self.out = os.fdopen(os.dup(1), "w", buffering=1)
+        os.dup2(2, 1)  # stray prints from frameworks must not corrupt the channel
+        sys.stdout = sys.stderr
+
+    def send(self, event: str, **fields) -> None:
+        self.out.write(json.dumps({"event": event, **fields}) + "\n")
+        self.out.flush()
+
+
+def pin_threads(threads: int) -> int:
+    """Use the first `threads` cores; torch obeys set_num_threads, XLA sizes its pool by the affinity."""
+    cores = sorted(os.sched_getaffinity(0))
+    threads = min(threads or len(cores), len(cores))
+    os.sched_setaffinity(0, cores[:threads])
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    return threads
+
+
+def peak_rss_bytes() -> float:
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024.0
+
+
+def current_rss_bytes() -> float:
+    with open("/proc/self/statm") as f:
+        return float(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def load_checkpoint(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+    with np.load(path) as z:
+        state = {k: z[k] for k in z.files if k != "meta"}
+        meta = json.loads(str(z["meta"]))
+    return state, meta
+
+
+def save_checkpoint(path: Path, state: dict[str, np.ndarray], meta: dict) -> None:
+    atomic.write_npz(path, {**state, "meta": np.array(json.dumps(meta))})
+
+
+def train(job: dict, events: Events) -> None:
+    config = RunConfig.from_dict(job["config"])
+    backend_name, seed = job["backend"], job["seed"]
+    job_dir = Path(job["job_dir"])
+    threads = pin_threads(config.threads)
+
+    import backends  # after pinning, so the framework's thread pools see the affinity
+    from harness.measure import framework_info
+
+    config = dataclasses.replace(config, threads=threads)
+    backend = backends.create(backend_name)
+    events.send("started", pid=os.getpid(), threads=threads,
+                backend_info=framework_info(backend_name, config))
+
+    mnist = data.load(job["data_dir"], allow_download=False)
+    train_x, test_x = mnist.train_x, mnist.test_x
+    if config.train_limit:
+        train_x = train_x[:config.train_limit]
+    if config.test_limit:
+        test_x = test_x[:config.test_limit]
+    n = train_x.shape[0]
+
+    t = time.perf_counter()
+    backend.setup(init_params(seed, config.model), train_x, test_x, config)
+    start_epoch, elapsed = 1, 0.0
+    if job.get("resume") and (job_dir / CHECKPOINT).exists():
+        state, meta = load_checkpoint(job_dir / CHECKPOINT)
+        backend.set_state(state)
+        start_epoch, elapsed = meta["epoch"] + 1, meta["elapsed_seconds"]
+        events.send("resumed", epoch=meta["epoch"], record=meta["record"])
+    backend.synchronize()
+    events.send("setup", setup_seconds=time.perf_counter() - t,
+                memory={"rss_before_training_bytes": current_rss_bytes(), **_prefix(backend.device_memory(), "device_before_training_")})
+
+    t = time.perf_counter()
+    backend.warmup()
+    backend.synchronize()
+    compile_seconds = time.perf_counter() - t
+    elapsed += compile_seconds
+    events.send("compiled", compile_seconds=compile_seconds)
+
+    last_finite = None
+    eval_seed = noise_seed(seed, 0)
+    for epoch in range(start_epoch, config.epochs + 1):
+        t = time.perf_counter()
+        train_loss = backend.train_epoch(epoch_permutation(seed, epoch, n), noise_seed(seed, epoch))
+        train_seconds = time.perf_counter() - t
+        t = time.perf_counter()
+        ev = backend.evaluate(eval_seed)
+        eval_seconds = time.perf_counter() - t
+        elapsed += train_seconds + eval_seconds
+        losses = (train_loss, ev.test_loss, ev.test_loss_sampled)
+        if not all(math.isfinite(x) for x in losses):
+            events.send("diverged", epoch=epoch, last_finite_loss=last_finite, losses=list(map(str, losses)))
+            return
+        last_finite = train_loss
+        record = EpochRecord(epoch=epoch, train_loss=train_loss, test_loss=ev.test_loss,
+                             test_loss_sampled=ev.test_loss_sampled, train_seconds=train_seconds,
+                             eval_seconds=eval_seconds, samples_per_second=n / train_seconds,
+                             eval_samples_per_second=test_x.shape[0] / eval_seconds,
+                             elapsed_seconds=elapsed)
+        save_checkpoint(job_dir / CHECKPOINT, backend.get_state(),
+                        {"epoch": epoch, "elapsed_seconds": elapsed, "record": record.__dict__})
+        events.send("epoch", record=record.__dict__, memory=_memory(backend))
+
+    params = {k: v for k, v in backend.get_state().items() if not k.startswith("adam.")}
+    atomic.write_npz(job_dir / PARAMS, params)
+    events.send("done", params_file=PARAMS, memory=_memory(backend))
+
+
+def _prefix(d: dict, prefix: str) -> dict:
+    return {prefix + k: v for k, v in d.items()}
+
+
+def _memory(backend) -> dict[str, float]:
+    return {"peak_rss_bytes": peak_rss_bytes(), **_prefix(backend.device_memory(), "device_")}
+
+
+def main(argv: list[str]) -> int:
+    events = Events()
+    job = json.loads(Path(argv[0]).read_text())
+    try:
+        train(job, events)
+    except HarnessError as exc:
+        events.send("error", message=str(exc))
+        return 2
+    except MemoryError:
+        events.send("error", message="out of memory")
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,187 @@
+"""Checks of the float64 NumPy reference: gradients, loss formula, KL sign, Adam and the parity metric."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from harness import reference as ref
+from harness.config import PARAM_ORDER, ModelConfig, init_params
+
+TINY = ModelConfig(input_dim=6, hidden_dim=5, latent_dim=3)
+
+
+def tiny_problem(seed: int = 0, batch: int = 4):
+    """Small random params (larger than the nn.Linear init so few ReLUs sit near their kink), data, noise."""
+    rng = np.random.default_rng(seed)
+    params = {k: rng.normal(0.0, 0.7, size=s) for k, s in TINY.shapes().items()}
+    x = rng.uniform(0.02, 0.98, size=(batch, TINY.input_dim))
+    eps = rng.standard_normal((batch, TINY.latent_dim))
+    return params, x, eps
+
+
+def finite_difference(params, x, eps, h=1e-6):
+    grads = {}
+    for name, p in params.items():
+        g = np.zeros_like(p)
+        for idx in np.ndindex(p.shape):
+            plus = {k: v.copy() for k, v in params.items()}
+            minus = {k: v.copy() for k, v in params.items()}
+            plus[name][idx] += h
+            minus[name][idx] -= h
+            g[idx] = (ref.loss(plus, x, eps) - ref.loss(minus, x, eps)) / (2 * h)
+        grads[name] = g
+    return grads
+
+
+@pytest.mark.parametrize("use_eps", [True, False])
+def test_gradient_matches_central_differences(use_eps):
+    params, x, eps = tiny_problem()
+    eps = eps if use_eps else None
+    _, grads = ref.loss_and_grad(params, x, eps)
+    numeric = finite_difference(params, x, eps)
+    assert list(grads) == list(PARAM_ORDER)
+    for name in PARAM_ORDER:
+        assert grads[name].shape == params[name].shape
+        # Every entry, relative to the tensor's largest gradient (an entry can legitimately be ~0).
+        scale = np.max(np.abs(numeric[name]))
+        assert scale > 1e-3, name  # the test would be vacuous on a dead tensor
+        err = np.max(np.abs(grads[name] - numeric[name])) / scale
+        assert err < 1e-6, (name, err)
+
+
+def test_eval_mode_is_zero_noise():
+    params, x, eps = tiny_problem(1)
+    a, b = ref.forward(params, x, None), ref.forward(params, x, np.zeros_like(eps))
+    for key in ("loss", "bce", "kld", "mu", "logvar", "recon"):
+        np.testing.assert_array_equal(a[key], b[key])
+    la, ga = ref.loss_and_grad(params, x, None)
+    lb, gb = ref.loss_and_grad(params, x, np.zeros_like(eps))
+    assert la == lb
+    for name in PARAM_ORDER:
+        np.testing.assert_allclose(ga[name], gb[name], rtol=1e-14, atol=1e-14)
+
+
+def test_loss_equals_direct_bce_plus_kl():
+    """The softplus form equals the textbook -[x log p + (1-x) log(1-p)], written out per sample."""
+    params, x, eps = tiny_problem(2, batch=3)
+    total = 0.0
+    for xi, ei in zip(x, eps):
+        h1 = np.maximum(params["fc1.weight"] @ xi + params["fc1.bias"], 0)
+        mu = params["fc21.weight"] @ h1 + params["fc21.bias"]
+        logvar = params["fc22.weight"] @ h1 + params["fc22.bias"]
+        z = mu + ei * np.exp(0.5 * logvar)
+        h3 = np.maximum(params["fc3.weight"] @ z + params["fc3.bias"], 0)
+        p = 1.0 / (1.0 + np.exp(-(params["fc4.weight"] @ h3 + params["fc4.bias"])))
+        bce = -np.sum(xi * np.log(p) + (1 - xi) * np.log(1 - p))
+        kld = -0.5 * np.sum(1 + logvar - mu**2 - np.exp(logvar))
+        total += bce + kld
+    out = ref.forward(params, x, eps)
+    assert out["loss"] == pytest.approx(total, rel=1e-12)
+    assert ref.loss(params, x, eps) == out["loss"] == pytest.approx(out["bce"] + out["kld"], rel=1e-15)
+
+
+def test_kl_is_non_negative_and_zero_at_the_prior():
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        mu, logvar = rng.normal(0, 2, (8, 3)), rng.normal(0, 2, (8, 3))
+        assert ref.kl_divergence(mu, logvar) >= 0
+    assert ref.kl_divergence(np.zeros((8, 3)), np.zeros((8, 3))) == 0.0
+    # Through the model: zero encoder heads give mu = 0, logvar = 0, hence KLD == 0.
+    params, x, eps = tiny_problem(4)
+    for name in ("fc21.weight", "fc21.bias", "fc22.weight", "fc22.bias"):
+        params[name] = np.zeros_like(params[name])
+    out = ref.forward(params, x, eps)
+    assert out["kld"] == 0.0
+    assert ref.forward(*tiny_problem(5))["kld"] > 0
+
+
+def adam_by_hand(p0, grads, lr, b1, b2, eps, eps_inside_sqrt=False):
+    """Adam on a list of floats, written independently of the module (a plain loop over steps)."""
+    p, m, v = list(p0), [0.0] * len(p0), [0.0] * len(p0)
+    for t, g in enumerate(grads, start=1):
+        for i in range(len(p)):
+            m[i] = b1 * m[i] + (1 - b1) * g[i]
+            v[i] = b2 * v[i] + (1 - b2) * g[i] ** 2
+            mhat, vhat = m[i] / (1 - b1**t), v[i] / (1 - b2**t)
+            denom = math.sqrt(vhat + eps) if eps_inside_sqrt else math.sqrt(vhat) + eps
+            p[i] -= lr * mhat / denom
+    return p
+
+
+def test_adam_two_steps_match_the_formula():
+    cfg = ModelConfig()
+    p0 = [0.5, -0.25, 0.125]
+    # Normal-sized gradients, one that changes sign, and one at 1e-8 where eps is of the same size.
+    grads = [[0.3, -2.0, 1e-8], [-0.1, -1.0, 3e-8]]
+    state = ref.adam_init({"w": np.array(p0)})
+    params = {"w": np.array(p0)}
+    for g in grads:
+        params, state = ref.adam_update(params, {"w": np.array(g)}, state, cfg)
+    assert state.step == 2
+    args = (cfg.learning_rate, cfg.beta1, cfg.beta2, cfg.adam_eps)
+    expected = adam_by_hand(p0, grads, *args)
+    np.testing.assert_allclose(params["w"], expected, rtol=1e-14, atol=0)
+    # Step 1 in closed form: mhat/sqrt(vhat) = g/|g|, so p moves by lr*g/(|g| + eps).
+    one, _ = ref.adam_update({"w": np.array(p0)}, {"w": np.array(grads[0])}, ref.adam_init({"w": np.array(p0)}), cfg)
+    g = np.array(grads[0])
+    np.testing.assert_allclose(one["w"], np.array(p0) - cfg.learning_rate * g / (np.abs(g) + cfg.adam_eps), rtol=1e-14)
+    # eps inside the sqrt would move the tiny-gradient entry visibly less: the test tells them apart.
+    inside = adam_by_hand(p0, grads, *args, eps_inside_sqrt=True)
+    assert abs(inside[2] - expected[2]) > 1e-4
+    assert abs(params["w"][2] - inside[2]) > 1e-4
+
+
+def test_adam_does_not_modify_its_inputs():
+    params = {"w": np.array([1.0, 2.0])}
+    state = ref.adam_init(params)
+    ref.adam_update(params, {"w": np.array([0.5, 0.5])}, state, ModelConfig())
+    np.testing.assert_array_equal(params["w"], [1.0, 2.0])
+    assert state.step == 0 and not state.m["w"].any()
+
+
+def test_train_steps_is_loss_and_grad_then_adam_and_learns():
+    rng = np.random.default_rng(6)
+    p0 = {k: v for k, v in init_params(1, TINY).items()}
+    batches = [rng.uniform(0, 1, (8, TINY.input_dim)).astype(np.float32) for _ in range(30)]
+    noise = [rng.standard_normal((8, TINY.latent_dim)).astype(np.float32) for _ in range(30)]
+    final, losses = ref.train_steps(p0, batches, noise, TINY)
+    assert len(losses) == 30 and all(v.dtype == np.float64 for v in final.values())
+    p, state = {k: v.astype(np.float64) for k, v in p0.items()}, ref.adam_init(p0)
+    for x, e in zip(batches[:2], noise[:2]):
+        _, g = ref.loss_and_grad(p, x, e)
+        p, state = ref.adam_update(p, g, state, TINY)
+    two, _ = ref.train_steps(p0, batches[:2], noise[:2], TINY)
+    for name in PARAM_ORDER:
+        np.testing.assert_array_equal(two[name], p[name])
+    # A higher learning rate makes the decrease visible within a few steps.
+    fast = ModelConfig(input_dim=6, hidden_dim=5, latent_dim=3, learning_rate=0.05)
+    _, fast_losses = ref.train_steps(p0, batches[:1] * 30, noise[:1] * 30, fast)
+    assert fast_losses[-1] < fast_losses[0]
+    with pytest.raises(ValueError):
+        ref.train_steps(p0, batches[:2], noise[:1], TINY)
+
+
+def test_no_framework_is_imported():
+    import sys
+    import subprocess
+
+    code = "import sys, harness.reference; print(any(m in sys.modules for m in ('torch', 'jax')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_compare_scales_by_the_tensor_and_flags_nan():
+    reference = {"a": np.array([1.0, -2.0, 1e-9]), "b": np.array([0.5, 0.5])}
+    # An error of 1e-5 on a near-zero entry is tiny next to the tensor's largest entry (2.0).
+    close = {"a": np.array([1.0, -2.0, 1e-9 + 1e-5]), "b": np.array([0.5, 0.5])}
+    rows = ref.compare(reference, close, rtol=1e-4, atol=0.0)
+    assert [r["name"] for r in rows] == ["a", "b"] and all(r["ok"] for r in rows)
+    assert rows[0]["max_abs_err"] == pytest.approx(1e-5) and rows[0]["max_rel_err"] == pytest.approx(5e-6)
+    far = {"a": np.array([1.0, -2.0 + 1e-3, 0.0]), "b": np.array([0.5, np.nan])}
+    assert [r["ok"] for r in ref.compare(reference, far, rtol=1e-4, atol=0.0)] == [False, False]
+    with pytest.raises(ValueError):
+        ref.compare(reference, {"a": reference["a"]}, 1e-4, 0.0)
+    with pytest.raises(ValueError):
+        ref.compare(reference, {"a": reference["a"][:2], "b": reference["b"]}, 1e-4, 0.0)

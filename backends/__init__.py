@@ -5,6 +5,7 @@ Listing the names never imports torch or jax, so the harness core stays framewor
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
 
 from harness.errors import HarnessError
@@ -32,20 +33,43 @@ REGISTRY: dict[str, BackendSpec] = {
                        "Flax NNX + Optax adam, jitted lax.scan epoch with donated state"),
 }
 
-# Test-only backends register here at run time (see tests/faulty_backends.py); same mechanism.
+
 def register(name: str, spec: BackendSpec) -> None:
+    """Add a backend; plugin modules call this when imported."""
     REGISTRY[name] = spec
 
 
+def load_plugins() -> None:
+    """Import the modules named in VAE_BENCH_PLUGINS (comma-separated): how extra backends, such as the
+    tests' deliberately broken ones, reach the child processes too (they inherit the environment)."""
+    for module in filter(None, os.environ.get("VAE_BENCH_PLUGINS", "").split(",")):
+        try:
+            importlib.import_module(module.strip())
+        except ImportError as exc:
+            raise HarnessError(f"VAE_BENCH_PLUGINS: cannot import {module!r}: {exc}") from None
+
+
+load_plugins_pending = True
+
+
 def known() -> list[str]:
+    _ensure_plugins()
     return list(REGISTRY)
 
 
 def check_names(names: list[str]) -> None:
     """Fail with one line listing the known backends when a name is unknown."""
+    _ensure_plugins()
     unknown = [n for n in names if n not in REGISTRY]
     if unknown:
         raise HarnessError(f"unknown backend {', '.join(map(repr, unknown))}; known backends: {', '.join(known())}")
+
+
+def _ensure_plugins() -> None:
+    global load_plugins_pending
+    if load_plugins_pending:
+        load_plugins_pending = False
+        load_plugins()
 
 
 def create(name: str):

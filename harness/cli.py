@@ -5,6 +5,7 @@ Every user error surfaces as one line on stderr and a non-zero exit, never a tra
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import shlex
 import sys
@@ -17,6 +18,14 @@ from harness.config import RunConfig, parse_seeds
 from harness.errors import HarnessError
 
 DEFAULT_BACKENDS = "torch,torch-compile,jax"
+# Modules that define `add_subcommands(subparsers)`; they may import only framework-free code.
+SUBCOMMAND_MODULES: list[str] = [
+    "harness.probe",
+    "harness.report",
+    "harness.compare",
+    "harness.parity",
+    "harness.sweep",
+]
 
 
 class Parser(argparse.ArgumentParser):
@@ -84,6 +93,7 @@ def build_parser() -> Parser:
 
     p = sub.add_parser("data", help="locate, fetch and verify MNIST")
     p.add_argument("--data-dir", default=None)
+    p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("run", help="train backends from identical weights, data order and noise")
     add_run_flags(p)
@@ -95,6 +105,11 @@ def build_parser() -> Parser:
     p.add_argument("--force", action="store_true", help="overwrite the run already in --out")
     p.add_argument("--no-probe", action="store_true", help="skip the matmul peak / floor probe")
     p.add_argument("--no-report", action="store_true", help="do not write report.md at the end")
+    p.set_defaults(func=cmd_run)
+
+    # Other subcommands live beside the code they drive; each module adds its own parsers.
+    for module in SUBCOMMAND_MODULES:
+        importlib.import_module(module).add_subcommands(sub)
     return parser
 
 
@@ -102,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = build_parser().parse_args(argv)
-        return COMMANDS[args.command](args, argv)
+        return args.func(args, argv)
     except HarnessError as exc:
         from harness.console import err_console
         err_console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
@@ -151,23 +166,21 @@ def cmd_run(args, argv) -> int:
         record = results.load(run_dir)
         config = RunConfig.from_dict(record.config)
         measure.resolve_device(config.device)
-        console.print(f"resuming {run_dir}: {', '.join(f'{r.backend} {r.status} at epoch {len(r.epochs)}' for r in record.results)}")
+        console.print(f"resuming {run_dir}: " + ", ".join(
+            f"{r.backend} {r.status} after {len(r.epochs)} epoch(s)" for r in record.results))
     else:
         config = run_config(args)
         if args.device == "auto":
             console.print(f"device auto: chose {config.device}")
         run_dir = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
         runner.prepare_run_dir(run_dir, resume=False, force=args.force)
-        command = "python -m harness " + " ".join(shlex.quote(a) for a in argv)
-        record = runner.new_record(config, measure.environment(), command)
+        record = runner.new_record(config, {}, "")
     mnist_dir, source = data.locate(args.data_dir)
     console.print(f"MNIST: {mnist_dir} ({source}); results: {run_dir / results.RESULTS_FILE}")
-    if not args.resume and not args.no_probe:
-        from harness import probe
-        record.probe = probe.run(config, run_dir)
-    jobs = runner.jobs_for(config)
+    command = "python -m harness " + " ".join(shlex.quote(a) for a in argv)
     with RunProgress(record, config.epochs) as progress:
-        runner.run_jobs(record, jobs, run_dir, mnist_dir, resume=bool(args.resume), on_event=progress.on_event)
+        record = runner.execute(config, run_dir, mnist_dir, command=command, resume=bool(args.resume),
+                                probe=not args.no_probe, on_event=progress.on_event)
     console.print(results_table(record))
     print_failures(record)
     if not args.no_report:
@@ -177,5 +190,3 @@ def cmd_run(args, argv) -> int:
     console.print(f"results: {run_dir / results.RESULTS_FILE}")
     return 0 if all(r.status == "ok" for r in record.results) else 1
 
-
-COMMANDS = {"data": cmd_data, "run": cmd_run}

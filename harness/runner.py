@@ -74,6 +74,24 @@ def prepare_run_dir(run_dir: Path, *, resume: bool, force: bool) -> None:
         raise HarnessError(f"cannot write to output folder {run_dir}: {exc.strerror or exc}") from None
 
 
+def execute(config: RunConfig, run_dir: Path, data_dir: Path, *, command: str = "", resume: bool = False,
+            probe: bool = False, on_event: Callable[[BackendResult, dict], None] = lambda r, e: None,
+            environment: dict | None = None) -> RunRecord:
+    """The whole of one `harness run`: the record (new or resumed), the optional probe, every job.
+
+    Sweeps call exactly this for each of their jobs, so a sweep job and a run are the same thing.
+    """
+    if resume:
+        record = results.load(run_dir)
+    else:
+        from harness import measure
+        record = new_record(config, environment or measure.environment(), command)
+        if probe:
+            from harness import probe as probe_module
+            record.probe = probe_module.run(config, run_dir)
+    return run_jobs(record, jobs_for(config), run_dir, data_dir, resume=resume, on_event=on_event)
+
+
 def run_jobs(record: RunRecord, jobs: list[Job], run_dir: Path, data_dir: Path, *, resume: bool = False,
              on_event: Callable[[BackendResult, dict], None] = lambda r, e: None) -> RunRecord:
     """Run every unfinished job in turn; the record is saved after each event."""

@@ -1,0 +1,332 @@
+"""JAX backend: the reference VAE as a Flax NNX module, trained with Optax Adam under `jax.jit`.
+
+Why Flax NNX: it is the API the Flax docs recommend ("new users are encouraged to use Flax NNX";
+Linen is kept for existing code). The model is an `nnx.Module`; for speed the training code uses NNX's
+functional API: `nnx.split` once into a static graphdef and the parameters, and `nnx.merge` inside the
+jitted functions (free at run time: it happens while tracing). Parameters live as a plain nested dict
+{'fc1': {'kernel', 'bias'}, ...} because Flax 0.12 is replacing `nnx.State` with built-in dicts and
+`nnx.merge` accepts them; a dict of arrays is also what Optax and donation want.
+
+Speed:
+* The dataset sits on the device; each epoch uploads the permutation (int32) once, draws the epoch's
+  noise on the device, and runs ONE compiled executable: `lax.scan` over the full batches, then the
+  final partial batch (60000 = 468 * 128 + 96, kept like every backend) as one more step. Parameters and
+  Adam state are donated, so XLA updates them in place; the loss is summed on the device and crosses
+  to the host once per epoch.
+* `warmup()` compiles ahead of time (`jit(...).lower(...).compile()`) the epoch for this n and the
+  evaluation, and stores the executables, so no timed epoch compiles anything (tests check this).
+  The lockstep step and `decode` are not part of a timed run and compile on first use.
+* Measured on full MNIST, CPU, 2 threads (shared, noisy machine; medians of alternating epochs):
+  SCAN_VS_LOOP
+
+Numerics match backends/torch_eager.py: float32 everywhere (matmul precision 'highest' unless the run
+asks for tf32), BCE from logits in the softplus form, noise eps = jax.random.normal(key(noise_seed),
+(n, latent)) sliced in permutation-position order, and torch.optim.Adam's update (bias correction, eps
+outside the square root) as an Optax transformation. That is optax.adam's structure and state with
+one fix, the bias corrections computed accurately: optax.adam's float32 ones make every update ~6e-6
+too small, enough to fail the 50-step lockstep parity test (see `scale_by_adam`). Weights come from
+the harness (Flax's initialisers never run: the module is built abstractly with `nnx.eval_shape`);
+Flax kernels are (in, out), so they are transposed to and from the neutral (out, in) layout.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from backends.base import EvalResult
+from harness.config import ModelConfig, RunConfig
+from harness.errors import HarnessError
+
+LAYERS = ("fc1", "fc21", "fc22", "fc3", "fc4")
+
+
+class VAE(nnx.Module):
+    """pytorch/examples' VAE in Flax NNX; the noise eps is an input so the harness controls it."""
+
+    def __init__(self, m: ModelConfig, rngs: nnx.Rngs):
+        self.fc1 = nnx.Linear(m.input_dim, m.hidden_dim, rngs=rngs)
+        self.fc21 = nnx.Linear(m.hidden_dim, m.latent_dim, rngs=rngs)
+        self.fc22 = nnx.Linear(m.hidden_dim, m.latent_dim, rngs=rngs)
+        self.fc3 = nnx.Linear(m.latent_dim, m.hidden_dim, rngs=rngs)
+        self.fc4 = nnx.Linear(m.hidden_dim, m.input_dim, rngs=rngs)
+
+    def encode(self, x):
+        h1 = jax.nn.relu(self.fc1(x))
+        return self.fc21(h1), self.fc22(h1)
+
+    def decode_logits(self, z):
+        return self.fc4(jax.nn.relu(self.fc3(z)))
+
+
+def loss_sum(logits, x, mu, logvar):
+    """Batch sum of BCE + analytic KL. softplus(l) - x*l is BCE(sigmoid(l), x) without log(0)."""
+    bce = jnp.sum(jax.nn.softplus(logits) - x * logits)
+    kld = -0.5 * jnp.sum(1.0 + logvar - mu**2 - jnp.exp(logvar))
+    return bce + kld
+
+
+def resolve_device(name: str) -> jax.Device:
+    """'cpu', 'cuda' or 'cuda:N' -> a jax.Device; a missing GPU is a one-line HarnessError."""
+    if name == "cpu":
+        return jax.devices("cpu")[0]
+    if name == "cuda" or name.startswith("cuda:"):
+        index = int(name.partition(":")[2] or 0)
+        try:
+            gpus = jax.devices("gpu")
+        except RuntimeError:
+            gpus = []
+        if index >= len(gpus):
+            raise HarnessError(f"device {name!r} requested but jax sees {len(gpus)} GPU(s)")
+        return gpus[index]
+    raise HarnessError(f"unknown device {name!r} for the jax backend (use cpu, cuda or cuda:N)")
+
+
+@dataclass(frozen=True)
+class Programs:
+    """The jitted functions of one model config. Built once per process (cached), so every backend
+    instance shares jax's trace and compilation caches."""
+
+    epoch: Callable      # (state, train_x, perm, seed) -> (state, loss sum); state donated
+    evaluate: Callable   # (params, test_x, seed) -> (loss sum at z = mu, loss sum at sampled z)
+    step: Callable       # (state, x, eps) -> (state, loss); state donated (lockstep mode)
+    batch_step: Callable  # (state, total, train_x, perm, eps, start, size) -> (state, total); JaxLoopBackend
+    noise: Callable      # (seed, n) -> the epoch's eps, (n, latent)
+    decode: Callable     # (params, z) -> sigmoid means
+
+
+@functools.cache
+def programs(m: ModelConfig) -> Programs:
+    graphdef = nnx.split(abstract_model(m))[0]
+    tx = make_adam(m)
+    bs, latent = m.batch_size, m.latent_dim
+
+    def noise(seed, n):
+        return jax.random.normal(jax.random.key(seed), (n, latent), jnp.float32)
+
+    def loss_fn(params, x, eps):
+        model = nnx.merge(graphdef, params)  # tracing-time only: no cost in the compiled program
+        mu, logvar = model.encode(x)
+        logits = model.decode_logits(mu + eps * jnp.exp(0.5 * logvar))
+        return loss_sum(logits, x, mu, logvar)
+
+    def step(state, x, eps):
+        params, opt_state = state
+        loss, grads = jax.value_and_grad(loss_fn)(params, x, eps)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), loss
+
+    def epoch(state, train_x, perm, seed):
+        n = perm.shape[0]
+        full = n // bs * bs
+        eps = noise(seed, n)
+
+        def body(state, batch):
+            idx, e = batch
+            return step(state, jnp.take(train_x, idx, axis=0), e)
+
+        state, losses = jax.lax.scan(
+            body, state, (perm[:full].reshape(-1, bs), eps[:full].reshape(-1, bs, latent)))
+        total = jnp.sum(losses)
+        if n > full:  # the kept partial batch has a static shape: one more step in the same program
+            state, loss = step(state, jnp.take(train_x, perm[full:], axis=0), eps[full:])
+            total = total + loss
+        return state, total
+
+    def batch_step(state, total, train_x, perm, eps, start, size):
+        idx = jax.lax.dynamic_slice_in_dim(perm, start, size)
+        state, loss = step(state, jnp.take(train_x, idx, axis=0), jax.lax.dynamic_slice_in_dim(eps, start, size))
+        return state, total + loss
+
+    def evaluate(params, test_x, seed):
+        model = nnx.merge(graphdef, params)
+        eps = noise(seed, test_x.shape[0])
+        mu, logvar = model.encode(test_x)  # encoder once, decoder twice
+        at_mean = loss_sum(model.decode_logits(mu), test_x, mu, logvar)
+        sampled = loss_sum(model.decode_logits(mu + eps * jnp.exp(0.5 * logvar)), test_x, mu, logvar)
+        return at_mean, sampled
+
+    def decode(params, z):
+        return jax.nn.sigmoid(nnx.merge(graphdef, params).decode_logits(z))
+
+    return Programs(
+        epoch=jax.jit(epoch, donate_argnums=0),
+        evaluate=jax.jit(evaluate),
+        step=jax.jit(step, donate_argnums=0),
+        batch_step=jax.jit(batch_step, donate_argnums=(0, 1), static_argnums=6),
+        noise=jax.jit(noise, static_argnums=1),
+        decode=jax.jit(decode),
+    )
+
+
+def abstract_model(m: ModelConfig) -> VAE:
+    """The module's structure without running Flax's initialisers (the harness supplies the weights)."""
+    return nnx.eval_shape(lambda: VAE(m, nnx.Rngs(0)))
+
+
+def make_adam(m: ModelConfig) -> optax.GradientTransformation:
+    """torch.optim.Adam in Optax: optax.adam's structure, with accurate bias corrections (see below)."""
+    return optax.chain(scale_by_adam(m.beta1, m.beta2, m.adam_eps), optax.scale_by_learning_rate(m.learning_rate))
+
+
+def scale_by_adam(b1: float, b2: float, eps: float) -> optax.GradientTransformation:
+    """optax.scale_by_adam, except that the bias corrections 1 - b**t are computed accurately.
+
+    Why not optax.adam itself: it computes 1 - b2**t in float32 from b2 rounded to float32 (0.999 ->
+    0.99900001287); the cancellation makes it 1.3e-5 too small at small t, while the second-moment
+    update uses 1 - b2 = 0.001 exactly, so every update comes out ~6e-6 too small. Adam amplifies that:
+    after 50 lockstep steps parameters differ from the float64 reference by 2e-3 to 6e-3 of a tensor's
+    magnitude (measured, 3 data seeds), 20x the parity tolerance; torch (which computes the corrections
+    in float64) and this version stay at ~1e-5. Here 1 - b**t = -expm1(t * log(b)) with log(b) taken
+    in float64 on the host: accurate to ~1e-7 in float32. Moments, state (optax.ScaleByAdamState) and
+    the update m_hat / (sqrt(v_hat) + eps) (eps outside the square root) are optax's.
+    """
+    log_b1, log_b2 = math.log(b1), math.log(b2)
+
+    def update(grads, state, params=None):
+        mu = optax.tree.update_moment(grads, state.mu, b1, 1)
+        nu = optax.tree.update_moment_per_elem_norm(grads, state.nu, b2, 2)
+        count = optax.safe_increment(state.count)
+        t = count.astype(jnp.float32)
+        bc1, bc2 = -jnp.expm1(t * log_b1), -jnp.expm1(t * log_b2)
+        updates = jax.tree.map(lambda m, v: (m / bc1) / (jnp.sqrt(v / bc2) + eps), mu, nu)
+        return updates, optax.ScaleByAdamState(count=count, mu=mu, nu=nu)
+
+    return optax.GradientTransformation(optax.scale_by_adam(b1, b2, eps).init, update)
+
+
+class JaxBackend:
+    """`jax`: Flax NNX + Optax adam, one jitted lax.scan per epoch with donated state, float32."""
+
+    name = "jax"
+
+    def setup(self, params, train_x, test_x, config: RunConfig) -> None:
+        # Read at trace time, so it must be set before anything is traced.
+        jax.config.update("jax_default_matmul_precision",
+                          "tensorfloat32" if config.precision == "tf32" else "highest")
+        self.m = config.model
+        self.device = resolve_device(config.device)
+        self.n = train_x.shape[0]
+        self.fn = programs(self.m)
+        self._epoch_exe = self._eval_exe = None
+        self.train_x = self._put(train_x)
+        self.test_x = self._put(test_x)
+        zeros = {f"adam.{mv}.{k}": np.zeros_like(v) for k, v in params.items() for mv in "mv"}
+        self.set_state({**params, **zeros, "adam.step": np.int64(0)})
+
+    # ---- protocol ----------------------------------------------------------------------------------
+
+    def warmup(self) -> None:
+        """AOT-compile the epoch (for this n) and the evaluation; lowering never runs them."""
+        seed = self._spec((), jnp.int32)
+        perm = self._spec((self.n,), jnp.int32)
+        self._epoch_exe = self.fn.epoch.lower(self.state, self.train_x, perm, seed).compile()
+        self._eval_exe = self.fn.evaluate.lower(self.state[0], self.test_x, seed).compile()
+
+    def train_epoch(self, perm: np.ndarray, noise_seed: int) -> float:
+        if self._epoch_exe is None:
+            self.warmup()
+        if len(perm) != self.n:
+            raise HarnessError(f"permutation of length {len(perm)} for a training set of {self.n}")
+        self.state, total = self._epoch_exe(self.state, self.train_x, self._put(perm.astype(np.int32)),
+                                            self._put(np.int32(noise_seed)))
+        return float(total) / self.n
+
+    def evaluate(self, noise_seed: int) -> EvalResult:
+        if self._eval_exe is None:
+            self.warmup()
+        sums = self._eval_exe(self.state[0], self.test_x, self._put(np.int32(noise_seed)))
+        at_mean, sampled = jax.device_get(sums)  # one transfer for both numbers
+        n = self.test_x.shape[0]
+        return EvalResult(float(at_mean) / n, float(sampled) / n)
+
+    def lockstep_step(self, x: np.ndarray, eps: np.ndarray) -> float:
+        self.state, loss = self.fn.step(self.state, self._put(x), self._put(eps))
+        return float(loss)
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        params, (adam, *_) = jax.device_get(self.state)
+        out: dict[str, np.ndarray] = {}
+        for prefix, tree in (("", params), ("adam.m.", adam.mu), ("adam.v.", adam.nu)):
+            for name in LAYERS:
+                out[f"{prefix}{name}.weight"] = np.array(tree[name]["kernel"].T, dtype=np.float32, order="C")
+                out[f"{prefix}{name}.bias"] = np.array(tree[name]["bias"], dtype=np.float32)
+        out["adam.step"] = np.array(int(adam.count), dtype=np.int64)
+        return out
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        def tree(prefix: str) -> dict:
+            # Copies, so that later changes to the caller's arrays cannot reach device buffers.
+            return {name: {"kernel": self._put(np.array(state[f"{prefix}{name}.weight"], np.float32).T.copy()),
+                           "bias": self._put(np.array(state[f"{prefix}{name}.bias"], np.float32))}
+                    for name in LAYERS}
+
+        params = tree("")
+        adam = optax.ScaleByAdamState(count=self._put(np.int32(state["adam.step"])),
+                                      mu=tree("adam.m."), nu=tree("adam.v."))
+        # optax.adam = chain(scale_by_adam, scale_by_learning_rate); the latter's state holds no arrays.
+        _, *rest = jax.eval_shape(make_adam(self.m).init, params)
+        self.state = (params, (adam, *rest))
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        return np.asarray(self.fn.decode(self.state[0], self._put(z)))
+
+    def synchronize(self) -> None:
+        jax.block_until_ready(self.state)
+
+    def device_memory(self) -> dict[str, float]:
+        if self.device.platform == "cpu":
+            return {}
+        stats = self.device.memory_stats() or {}
+        return {"peak_bytes": float(stats.get("peak_bytes_in_use", 0)),
+                "in_use_bytes": float(stats.get("bytes_in_use", 0))}
+
+    # ---- helpers -----------------------------------------------------------------------------------
+
+    def _put(self, a) -> jax.Array:
+        """NumPy -> this backend's device; floats become float32 whatever the caller passed."""
+        a = np.asarray(a)
+        if a.dtype.kind == "f":
+            a = a.astype(np.float32, copy=False)
+        return jax.device_put(a, self.device)
+
+    def _spec(self, shape: tuple[int, ...], dtype) -> jax.ShapeDtypeStruct:
+        return jax.ShapeDtypeStruct(shape, dtype, sharding=jax.sharding.SingleDeviceSharding(self.device))
+
+
+class JaxLoopBackend(JaxBackend):
+    """The alternative epoch, kept to measure scan vs loop: a Python loop calling a jitted step per batch.
+
+    Same batches, noise and step as JaxBackend, so the same numbers up to float rounding. Not
+    registered in backends/__init__.py.
+    """
+
+    name = "jax-loop"
+
+    def warmup(self) -> None:
+        super().warmup()
+        self.fn.noise(self._put(np.int32(0)), self.n)  # compiles it (tiny)
+        args = (self.state, self._spec((), jnp.float32), self.train_x, self._spec((self.n,), jnp.int32),
+                self._spec((self.n, self.m.latent_dim), jnp.float32), self._spec((), jnp.int32))
+        self._batch_exe = {size: self.fn.batch_step.lower(*args, size).compile()
+                           for size in set(self.m.batch_sizes(self.n))}
+
+    def train_epoch(self, perm: np.ndarray, noise_seed: int) -> float:
+        if self._epoch_exe is None:
+            self.warmup()
+        perm_d = self._put(perm.astype(np.int32))
+        eps = self.fn.noise(self._put(np.int32(noise_seed)), self.n)
+        total = self._put(np.float32(0))
+        start = 0
+        for size in self.m.batch_sizes(self.n):
+            self.state, total = self._batch_exe[size](self.state, total, self.train_x, perm_d, eps,
+                                                      self._put(np.int32(start)))
+            start += size
+        return float(total) / self.n

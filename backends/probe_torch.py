@@ -1,0 +1,96 @@
+"""Hardware probe in PyTorch: the float32 matmul peak and the floor of one training epoch.
+
+Run in a child process by harness.probe (`python -m backends.probe_torch JSON`), pinned to the same
+cores and thread count as the backends, so its figures are comparable with theirs.
+
+The floor is the time of the matrix products alone of one epoch's training steps at the model's own
+shapes: per batch, the 5 forward products, the 5 weight-gradient products and the 4 input-gradient
+products (fc1 needs no input gradient), on preallocated operands (`out=`), best of several repeats.
+No framework can train an epoch faster than this on the same device and threads without changing the
+arithmetic, so each backend's s/epoch divided by it says how much time goes elsewhere.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import torch
+
+from harness.config import ModelConfig
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _best_of(fn, device: torch.device, repeats: int) -> float:
+    fn()  # warm-up: first touches, kernel selection
+    _sync(device)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def matmul_peak_gflops(device: torch.device, n: int, repeats: int) -> float:
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    c = torch.empty(n, n, device=device)
+    inner = 10 if device.type == "cuda" else 1
+    def run():
+        for _ in range(inner):
+            torch.mm(a, b, out=c)
+    return 2 * n**3 * inner / _best_of(run, device, repeats) / 1e9
+
+
+def epoch_products(m: ModelConfig, batch_sizes: list[int], device: torch.device):
+    """A closure doing every matrix product of one epoch's training steps, on preallocated operands."""
+    d, h, z = m.input_dim, m.hidden_dim, m.latent_dim
+    r = lambda *s: torch.randn(*s, device=device)
+    # (m, k, n) of each product per batch of size B: forward, weight gradients, input gradients.
+    def shapes(B):
+        fwd = [(B, d, h), (B, h, z), (B, h, z), (B, z, h), (B, h, d)]
+        wgrad = [(h, B, d), (z, B, h), (z, B, h), (h, B, z), (d, B, h)]
+        igrad = [(B, z, h), (B, z, h), (B, h, z), (B, d, h)]
+        return fwd + wgrad + igrad
+    ops = {}
+    for B in set(batch_sizes):
+        ops[B] = [(r(mm, k), r(k, nn), torch.empty(mm, nn, device=device)) for mm, k, nn in shapes(B)]
+    plan = [ops[B] for B in batch_sizes]
+    def run():
+        for batch in plan:
+            for a, b, c in batch:
+                torch.mm(a, b, out=c)
+    return run
+
+
+def probe(device_name: str, threads: int, repeats: int = 5, n_train: int = 60_000) -> dict:
+    torch.set_num_threads(threads)
+    device = torch.device(device_name)
+    m = ModelConfig()
+    batch_sizes = m.batch_sizes(n_train)
+    peak_n = 8192 if device.type == "cuda" else 2048
+    floor = _best_of(epoch_products(m, batch_sizes, device), device, repeats)
+    return {
+        "framework": f"torch {torch.__version__}",
+        "device": device_name,
+        "threads": torch.get_num_threads(),
+        "peak_matmul_size": peak_n,
+        "peak_gflops": matmul_peak_gflops(device, peak_n, repeats),
+        "floor_seconds_per_epoch": floor,
+        "floor_repeats": repeats,
+        "floor_batches": len(batch_sizes),
+    }
+
+
+if __name__ == "__main__":
+    args = json.loads(sys.argv[1])
+    cores = sorted(os.sched_getaffinity(0))[: args["threads"]]
+    os.sched_setaffinity(0, cores)
+    print(json.dumps(probe(args["device"], len(cores), args.get("repeats", 5))))

@@ -1,0 +1,148 @@
+"""`torch-reference`: the pytorch/examples vae/main.py training loop, as users know it.
+
+Kept faithful on purpose, because it is the baseline every speed-up is quoted against: a DataLoader
+over a Dataset that converts each sample from bytes to a float tensor (what torchvision's ToTensor
+does), batches of 128, `torch.randn_like` noise from the global RNG, sigmoid then
+F.binary_cross_entropy, and `loss.item()` after every step. Only what must be shared for a fair
+comparison comes from the harness: the initial weights, the sample order (a sampler that yields the
+harness's permutation instead of shuffle=True) and the noise seed of each epoch.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from backends import torch_common as tc
+from backends.base import EvalResult
+from harness.config import ModelConfig, RunConfig
+
+
+class BytesMNIST(Dataset):
+    """Images stored as bytes and converted per sample, like torchvision.datasets.MNIST + ToTensor."""
+
+    def __init__(self, x: np.ndarray):
+        self.bytes = torch.from_numpy(np.rint(x * 255.0).astype(np.uint8))
+
+    def __len__(self) -> int:
+        return self.bytes.shape[0]
+
+    def __getitem__(self, i):
+        return self.bytes[i].to(torch.float32).div(255), 0
+
+
+class VAE(nn.Module):
+    """pytorch/examples' VAE verbatim, plus an optional eps for lockstep parity."""
+
+    def __init__(self, m: ModelConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(m.input_dim, m.hidden_dim)
+        self.fc21 = nn.Linear(m.hidden_dim, m.latent_dim)
+        self.fc22 = nn.Linear(m.hidden_dim, m.latent_dim)
+        self.fc3 = nn.Linear(m.latent_dim, m.hidden_dim)
+        self.fc4 = nn.Linear(m.hidden_dim, m.input_dim)
+        self.input_dim = m.input_dim
+
+    def encode(self, x):
+        h1 = F.relu(self.fc1(x))
+        return self.fc21(h1), self.fc22(h1)
+
+    def reparameterize(self, mu, logvar, eps=None):
+        std = torch.exp(0.5 * logvar)
+        eps = torch.randn_like(std) if eps is None else eps
+        return mu + eps * std
+
+    def decode(self, z):
+        h3 = F.relu(self.fc3(z))
+        return torch.sigmoid(self.fc4(h3))
+
+    def forward(self, x, eps=None):
+        mu, logvar = self.encode(x.view(-1, self.input_dim))
+        z = self.reparameterize(mu, logvar, eps)
+        return self.decode(z), mu, logvar
+
+
+def loss_function(recon_x, x, mu, logvar):
+    BCE = F.binary_cross_entropy(recon_x, x.view(-1, recon_x.shape[1]), reduction="sum")
+    KLD = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+    return BCE + KLD
+
+
+class TorchReferenceBackend:
+    """The reference loop: DataLoader, per-sample conversion, a host sync every step."""
+
+    name = "torch-reference"
+
+    def setup(self, params, train_x, test_x, config: RunConfig) -> None:
+        tc.configure(config)
+        self.m = config.model
+        self.device = tc.resolve_device(config.device)
+        self.model = VAE(self.m).to(self.device)
+        tc.load_params(self.model, params)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.m.learning_rate,
+                                          betas=(self.m.beta1, self.m.beta2), eps=self.m.adam_eps)
+        self.train_set, self.test_set = BytesMNIST(train_x), BytesMNIST(test_x)
+
+    def warmup(self) -> None:
+        pass
+
+    def train_epoch(self, perm: np.ndarray, noise_seed: int) -> float:
+        torch.manual_seed(noise_seed)
+        loader = DataLoader(self.train_set, batch_size=self.m.batch_size, sampler=perm.tolist())
+        self.model.train()
+        train_loss = 0.0
+        for data, _ in loader:
+            data = data.to(self.device)
+            self.optimizer.zero_grad()
+            recon_batch, mu, logvar = self.model(data)
+            loss = loss_function(recon_batch, data, mu, logvar)
+            loss.backward()
+            train_loss += loss.item()
+            self.optimizer.step()
+        return train_loss / len(perm)
+
+    def evaluate(self, noise_seed: int) -> EvalResult:
+        torch.manual_seed(noise_seed)
+        loader = DataLoader(self.test_set, batch_size=self.m.batch_size, shuffle=False)
+        self.model.eval()
+        loss_mu = loss_sampled = 0.0
+        with torch.no_grad():
+            for data, _ in loader:
+                data = data.to(self.device)
+                mu, logvar = self.model.encode(data)
+                loss_mu += loss_function(self.model.decode(mu), data, mu, logvar).item()
+                z = self.model.reparameterize(mu, logvar)
+                loss_sampled += loss_function(self.model.decode(z), data, mu, logvar).item()
+        n = len(self.test_set)
+        return EvalResult(loss_mu / n, loss_sampled / n)
+
+    def lockstep_step(self, x: np.ndarray, eps: np.ndarray) -> float:
+        data = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device)
+        eb = torch.from_numpy(np.ascontiguousarray(eps, np.float32)).to(self.device)
+        self.optimizer.zero_grad()
+        loss = self._loss(data, eb)
+        loss.backward()
+        self.optimizer.step()
+        return loss.item()
+
+    def _loss(self, data, eps):
+        recon, mu, logvar = self.model(data, eps)
+        return loss_function(recon, data, mu, logvar)
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        return tc.get_state(self.model, self.optimizer)
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        tc.set_state(self.model, self.optimizer, state)
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return self.model.decode(torch.from_numpy(z.astype(np.float32)).to(self.device)).cpu().numpy()
+
+    def device_memory(self) -> dict[str, float]:
+        return tc.device_memory(self.device)
+
+    def synchronize(self) -> None:
+        tc.synchronize(self.device)

@@ -1,0 +1,209 @@
+"""`python -m harness compare BASE_RUN NEW_RUN [--markdown FILE]`: what changed between two runs.
+
+Per backend and device: the change in test_loss and test_loss_sampled at the last epoch both runs
+finished, and the change in steady seconds per epoch, each marked when it exceeds the noise we measured.
+
+Significance rules (one source: `loss_change` and `speed_change`):
+- Loss: same seed, same data and the same code give the same losses up to floating-point drift, so a
+  loss change counts when |new - base| exceeds the backend-agreement tolerance (harness.check's
+  targets when present, else report.DEFAULT_AGREEMENT_TOLERANCE = 1.0 nat): the bound we already accept
+  between two correct backends.
+- Speed: each run measures its own noise as the min-max range of its steady epochs (train_seconds of
+  the epochs after the first). A change counts when the new median lies outside the base's [min, max]
+  widened on both sides by the new run's own range (max - min), so the noise of both runs is allowed
+  for, AND differs from the base median by more than MIN_RELATIVE_SPEED_CHANGE. The relative floor is
+  there because a run with one or two steady epochs shows (almost) no spread although timings of
+  identical runs differ by a few percent. A run with no steady epoch is not judged.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import atomic, results
+from harness.errors import HarnessError
+from harness.report import agreement_tolerance, finite_epochs
+from harness.results import BackendResult
+
+MIN_RELATIVE_SPEED_CHANGE = 0.05  # a policy floor (see the module docstring), not a measured number
+
+
+@dataclass(frozen=True)
+class Steady:
+    """Steady-state seconds per epoch of one run: median and range over the epochs after the first."""
+
+    median: float
+    low: float
+    high: float
+    n: int
+
+    @property
+    def spread(self) -> float:
+        return self.high - self.low
+
+
+def steady(r: BackendResult | None) -> Steady | None:
+    """From the epoch records themselves (not the stored summary), so an edited file is judged as is."""
+    secs = [e.train_seconds for e in (r.epochs[1:] if r else [])]
+    return Steady(statistics.median(secs), min(secs), max(secs), len(secs)) if secs else None
+
+
+def speed_change(base: Steady | None, new: Steady | None) -> int | None:
+    """+1 slower, -1 faster beyond the measured spread, 0 within it, None when not judged."""
+    if base is None or new is None:
+        return None
+    floor = MIN_RELATIVE_SPEED_CHANGE * base.median
+    if new.median > base.high + new.spread and new.median - base.median > floor:
+        return 1
+    if new.median < base.low - new.spread and base.median - new.median > floor:
+        return -1
+    return 0
+
+
+def loss_change(base: float | None, new: float | None, tol: float) -> int | None:
+    """+1 worse, -1 better beyond the tolerance, 0 within it, None when not judged."""
+    if base is None or new is None:
+        return None
+    return 0 if abs(new - base) <= tol else (1 if new > base else -1)
+
+
+@dataclass(frozen=True)
+class Row:
+    """The comparison of one backend on one device."""
+
+    backend: str
+    device: str
+    base: BackendResult | None
+    new: BackendResult | None
+    epoch: int | None
+    loss: tuple[float | None, float | None]
+    sampled: tuple[float | None, float | None]
+    speed: tuple[Steady | None, Steady | None]
+    loss_flag: int | None
+    sampled_flag: int | None
+    speed_flag: int | None
+
+
+def _at_common_epoch(base: BackendResult | None, new: BackendResult | None):
+    """The last epoch both runs finished with finite losses, and those epochs' records."""
+    if base is None or new is None:
+        return None, None, None
+    b = {e.epoch: e for e in finite_epochs(base)}
+    n = {e.epoch: e for e in finite_epochs(new)}
+    common = set(b) & set(n)
+    if not common:
+        return None, None, None
+    k = max(common)
+    return k, b[k], n[k]
+
+
+def compare(base_dir: Path, new_dir: Path) -> tuple[list[Row], float, str]:
+    """Rows for every (backend, device) in either run, plus the loss tolerance and its source."""
+    base_rec, new_rec = results.load(base_dir), results.load(new_dir)
+    tol, source = agreement_tolerance()
+    keys = list(dict.fromkeys((r.backend, r.device) for r in base_rec.results + new_rec.results))
+    rows = []
+    for backend, device in keys:
+        # A run holds one seed per backend and device; a sweep's first match stands for it.
+        b = next((r for r in base_rec.results if (r.backend, r.device) == (backend, device)), None)
+        n = next((r for r in new_rec.results if (r.backend, r.device) == (backend, device)), None)
+        epoch, eb, en = _at_common_epoch(b, n)
+        loss = (eb.test_loss, en.test_loss) if epoch else (None, None)
+        sampled = (eb.test_loss_sampled, en.test_loss_sampled) if epoch else (None, None)
+        speed = (steady(b), steady(n))
+        rows.append(Row(backend, device, b, n, epoch, loss, sampled, speed,
+                        loss_change(*loss, tol), loss_change(*sampled, tol), speed_change(*speed)))
+    return rows, tol, source
+
+
+# ---------------------------------------------------------------- presentation
+
+LOSS_MARKS = {1: "▲ worse, beyond tolerance", -1: "▼ better, beyond tolerance", 0: "within tolerance",
+              None: "-"}
+SPEED_MARKS = {1: "▲ slower, beyond spread", -1: "▼ faster, beyond spread", 0: "within spread",
+               None: "not judged"}
+
+
+def _status(r: BackendResult | None) -> str:
+    return "absent" if r is None else r.status
+
+
+def _loss_cell(pair: tuple[float | None, float | None]) -> str:
+    b, n = pair
+    return "-" if b is None or n is None else f"{b:.2f} → {n:.2f} ({n - b:+.2f})"
+
+
+def _speed_cell(pair: tuple[Steady | None, Steady | None]) -> str:
+    b, n = pair
+    def one(s: Steady | None) -> str:
+        return "-" if s is None else f"{s.median:.3g} ({s.low:.3g}-{s.high:.3g})"
+    change = f" ({100 * (n.median / b.median - 1):+.0f}%)" if b and n else ""
+    return f"{one(b)} → {one(n)}{change}"
+
+
+def table_rows(rows: list[Row]) -> list[dict[str, str]]:
+    """Display strings, shared by the terminal table and the markdown file."""
+    return [{
+        "backend": r.backend, "device": r.device,
+        "status": f"{_status(r.base)} → {_status(r.new)}",
+        "epoch": "-" if r.epoch is None else str(r.epoch),
+        "test_loss (z = mu)": _loss_cell(r.loss), "loss change": LOSS_MARKS[r.loss_flag],
+        "test_loss_sampled": _loss_cell(r.sampled), "sampled change": LOSS_MARKS[r.sampled_flag],
+        "steady s/epoch (min-max)": _speed_cell(r.speed), "speed change": SPEED_MARKS[r.speed_flag],
+    } for r in rows]
+
+
+def rule_text(tol: float, source: str) -> str:
+    return (f"Loss: changes beyond {tol:g} nat ({source}) at the last epoch both runs finished are marked. "
+            "Speed: marked when the new steady median lies outside the base run's steady min-max widened by "
+            f"the new run's own min-max range, and differs by more than {100 * MIN_RELATIVE_SPEED_CHANGE:g}%.")
+
+
+def to_markdown(base_dir: Path, new_dir: Path, rows: list[Row], tol: float, source: str) -> str:
+    import pandas as pd
+    table = pd.DataFrame(table_rows(rows)).to_markdown(index=False, disable_numparse=True)
+    return (f"# vae-bench compare\n\nBase: `{base_dir}`  \nNew: `{new_dir}`\n\n{table}\n\n"
+            f"{rule_text(tol, source)}\n")
+
+
+def print_table(base_dir: Path, new_dir: Path, rows: list[Row], tol: float, source: str) -> None:
+    from rich.table import Table
+
+    from harness.console import console
+    table = Table(title=f"{base_dir} → {new_dir}")
+    display = table_rows(rows)
+    for col in display[0] if display else ():
+        table.add_column(col, justify="left" if col in ("backend", "device", "status") else "right")
+    colour = {1: "red", -1: "green"}
+    for r, d in zip(rows, display):
+        cells = dict(d)
+        for col, flag in (("loss change", r.loss_flag), ("sampled change", r.sampled_flag),
+                          ("speed change", r.speed_flag)):
+            if flag in colour:
+                cells[col] = f"[bold {colour[flag]}]{cells[col]}[/]"
+        table.add_row(*cells.values())
+    console.print(table)
+    console.print(rule_text(tol, source))
+
+
+def add_subcommands(sub) -> None:
+    p = sub.add_parser("compare", help="per-backend change in loss and speed between two run folders")
+    p.add_argument("base", type=Path, metavar="BASE_RUN")
+    p.add_argument("new", type=Path, metavar="NEW_RUN")
+    p.add_argument("--markdown", type=Path, default=None, metavar="FILE", help="also write the table as markdown")
+    p.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
+    rows, tol, source = compare(args.base, args.new)
+    print_table(args.base, args.new, rows, tol, source)
+    if args.markdown:
+        try:
+            atomic.write_text(args.markdown, to_markdown(args.base, args.new, rows, tol, source))
+        except OSError as exc:
+            raise HarnessError(f"cannot write {args.markdown}: {exc.strerror or exc}") from None
+        from harness.console import console
+        console.print(f"markdown: {args.markdown}")
+    return 0

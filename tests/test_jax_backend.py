@@ -1,0 +1,323 @@
+"""The JAX backend: exact state exchange, parity with the float64 reference (and torch), Adam's formula,
+epoch semantics, determinism, no compilation after warmup, float32 throughout.
+
+Small generated data (300 training samples = 2 * 128 + 44, so the kept partial batch is exercised; 100
+test samples) keeps the suite fast; every backend built here shares those shapes and hence jax's
+compiled programs.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+
+import numpy as np
+import pytest
+
+jax = pytest.importorskip("jax")
+import jax.numpy as jnp  # noqa: E402
+import optax  # noqa: E402
+
+import backends  # noqa: E402
+from backends.base import VAEBackend, adam_state_keys  # noqa: E402
+from backends.jax_flax import JaxBackend, JaxLoopBackend, make_adam, resolve_device  # noqa: E402
+from harness import reference as ref  # noqa: E402
+from harness.config import PARAM_ORDER, ModelConfig, RunConfig, epoch_permutation, init_params, noise_seed  # noqa: E402
+from harness.errors import HarnessError  # noqa: E402
+
+N_TRAIN, N_TEST = 300, 100
+M = ModelConfig()
+
+
+def mnist_like(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Mostly-zero pixels in [0, 1], like MNIST (about 20% of pixels lit)."""
+    x = rng.uniform(0.0, 1.0, (n, M.input_dim)).astype(np.float32)
+    x[rng.uniform(size=x.shape) < 0.8] = 0.0
+    return x
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return mnist_like(rng, N_TRAIN), mnist_like(rng, N_TEST)
+
+
+def make(data, seed: int = 1, cls=JaxBackend) -> JaxBackend:
+    b = cls()
+    b.setup(init_params(seed), data[0], data[1], RunConfig(seed=seed, train_limit=N_TRAIN, test_limit=N_TEST))
+    return b
+
+
+def epoch_eps(seed: int, n: int) -> np.ndarray:
+    """The noise the backend must use for an epoch, drawn here outside any jitted function."""
+    return np.asarray(jax.random.normal(jax.random.key(seed), (n, M.latent_dim), jnp.float32))
+
+
+def assert_states_equal(a: dict, b: dict) -> None:
+    assert set(a) == set(b)
+    for k in a:
+        assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def assert_params_close(reference: dict, candidate: dict, rtol: float) -> None:
+    rows = ref.compare({k: reference[k] for k in PARAM_ORDER}, candidate, rtol=rtol, atol=ref.PARITY_ATOL)
+    bad = [(r["name"], r["max_rel_err"]) for r in rows if not r["ok"]]
+    assert not bad, bad
+
+
+@contextlib.contextmanager
+def count_compiles():
+    """Names of the functions XLA compiles inside the block (jax's own monitoring event)."""
+    names: list[str] = []
+
+    def listener(event, duration, **kw):
+        if event == "/jax/core/compile/backend_compile_duration":
+            names.append(kw.get("fun_name", "?"))
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield names
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def test_registry_creates_a_protocol_backend():
+    b = backends.create("jax")
+    assert isinstance(b, JaxBackend) and isinstance(b, VAEBackend) and b.name == "jax"
+
+
+def test_warmup_changes_nothing_and_no_epoch_compiles(data):
+    b = make(data)
+    before = b.get_state()
+    b.warmup()
+    assert_states_equal(before, b.get_state())
+    with count_compiles() as compiled:
+        for epoch in (1, 2):
+            loss = b.train_epoch(epoch_permutation(1, epoch, N_TRAIN), noise_seed(1, epoch))
+            b.evaluate(noise_seed(1, 0))
+        b.get_state()
+        b.synchronize()
+    assert compiled == []
+    assert math.isfinite(loss)
+    with count_compiles() as compiled:  # the counter itself works
+        jax.jit(lambda x: x * 3)(jnp.ones(7))
+    assert compiled
+
+
+def test_same_seed_same_numbers(data):
+    a, b = make(data), make(data)
+    for backend in (a, b):
+        backend.warmup()
+    runs = []
+    for backend in (a, b):
+        losses = [backend.train_epoch(epoch_permutation(1, e, N_TRAIN), noise_seed(1, e)) for e in (1, 2, 3)]
+        runs.append((losses, backend.evaluate(noise_seed(1, 0))))
+    assert runs[0] == runs[1]
+    assert_states_equal(a.get_state(), b.get_state())
+    losses = runs[0][0]
+    assert all(math.isfinite(v) for v in losses) and losses[2] < losses[0]
+    # The noise seed matters (the comparison above is not vacuous).
+    assert a.train_epoch(epoch_permutation(1, 4, N_TRAIN), 1) != b.train_epoch(epoch_permutation(1, 4, N_TRAIN), 2)
+
+
+def test_epoch_is_lockstep_steps_in_permutation_order(data):
+    """Batch i = train_x[perm[i*128:(i+1)*128]] with eps[i*128:...]; the 44-sample tail is a step too."""
+    train_x = data[0]
+    perm, seed = epoch_permutation(1, 1, N_TRAIN), noise_seed(1, 1)
+    scan, loop, steps = make(data), make(data, cls=JaxLoopBackend), make(data)
+    scan_loss = scan.train_epoch(perm, seed)
+    loop_loss = loop.train_epoch(perm, seed)
+    eps, start, total = epoch_eps(seed, N_TRAIN), 0, 0.0
+    for size in M.batch_sizes(N_TRAIN):
+        total += steps.lockstep_step(train_x[perm[start:start + size]], eps[start:start + size])
+        start += size
+    assert steps.get_state()["adam.step"] == 3 == scan.get_state()["adam.step"]
+    expected = steps.get_state()
+    assert_params_close(expected, scan.get_state(), rtol=1e-5)
+    assert_params_close(expected, loop.get_state(), rtol=1e-5)
+    assert scan_loss == pytest.approx(total / N_TRAIN, rel=1e-6)
+    assert loop_loss == pytest.approx(scan_loss, rel=1e-6)
+
+
+def test_lockstep_matches_float64_reference():
+    rng = np.random.default_rng(7)
+    params = init_params(1)
+    batches = [mnist_like(rng, M.batch_size) for _ in range(5)]
+    noise = [rng.standard_normal((M.batch_size, M.latent_dim)).astype(np.float32) for _ in range(5)]
+    b = JaxBackend()
+    b.setup(params, batches[0], batches[0], RunConfig())
+    losses = [b.lockstep_step(x, e) for x, e in zip(batches, noise)]
+    ref_params, ref_losses = ref.train_steps(params, batches, noise)
+    assert_params_close(ref_params, b.get_state(), rtol=ref.PARITY_RTOL)
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)  # the SUM loss, not the mean
+
+
+def test_fifty_steps_agree_with_torch_and_the_reference():
+    pytest.importorskip("torch")
+    rng = np.random.default_rng(8)
+    params = init_params(1)
+    batches = [mnist_like(rng, M.batch_size) for _ in range(50)]
+    noise = [rng.standard_normal((M.batch_size, M.latent_dim)).astype(np.float32) for _ in range(50)]
+    jx, th = JaxBackend(), backends.create("torch")
+    for b in (jx, th):
+        b.setup(params, batches[0], batches[0], RunConfig(threads=1))
+        for x, e in zip(batches, noise):
+            b.lockstep_step(x, e)
+    ref_params, _ = ref.train_steps(params, batches, noise)
+    assert_params_close(ref_params, jx.get_state(), rtol=ref.PARITY_RTOL)
+    assert_params_close(th.get_state(), jx.get_state(), rtol=ref.PARITY_RTOL)
+
+
+def test_state_round_trip_is_exact_and_training_continues(data):
+    a = make(data)
+    a.train_epoch(epoch_permutation(1, 1, N_TRAIN), noise_seed(1, 1))
+    state = a.get_state()
+    assert set(state) == set(PARAM_ORDER) | set(adam_state_keys(list(PARAM_ORDER)))
+    assert state["adam.step"].dtype == np.int64 and int(state["adam.step"]) == 3
+    for name, shape in M.shapes().items():  # torch layout: weights (out, in)
+        assert state[name].shape == state[f"adam.m.{name}"].shape == state[f"adam.v.{name}"].shape == shape
+    b = make(data, seed=2)
+    b.set_state(state)
+    assert_states_equal(state, b.get_state())
+    a.set_state(state)
+    assert_states_equal(state, a.get_state())
+    # Both continue identically from the loaded state.
+    losses = [x.train_epoch(epoch_permutation(1, 2, N_TRAIN), noise_seed(1, 2)) for x in (a, b)]
+    assert losses[0] == losses[1]
+    assert_states_equal(a.get_state(), b.get_state())
+
+
+def test_a_torch_layout_state_continues_like_the_reference():
+    """A state written in the neutral layout (weights (out, in), Adam step 3) resumes Adam correctly:
+    a wrong step count (bias correction) or a transposed moment would move the parameters by O(lr)."""
+    rng = np.random.default_rng(9)
+    batches = [mnist_like(rng, M.batch_size) for _ in range(4)]
+    noise = [rng.standard_normal((M.batch_size, M.latent_dim)).astype(np.float32) for _ in range(4)]
+    p = {k: v.astype(np.float64) for k, v in init_params(3).items()}
+    adam = ref.adam_init(p)
+    for x, e in zip(batches[:3], noise[:3]):
+        p, adam = ref.adam_update(p, ref.loss_and_grad(p, x, e)[1], adam)
+    state = {k: v.astype(np.float32) for k, v in p.items()}
+    state.update({f"adam.m.{k}": v.astype(np.float32) for k, v in adam.m.items()})
+    state.update({f"adam.v.{k}": v.astype(np.float32) for k, v in adam.v.items()})
+    state["adam.step"] = np.array(3, dtype=np.int64)
+    b = JaxBackend()
+    b.setup(init_params(1), batches[0], batches[0], RunConfig())
+    b.set_state(state)
+    assert_states_equal(state, b.get_state())
+    b.lockstep_step(batches[3], noise[3])
+    p32 = {k: v.astype(np.float64) for k, v in state.items() if k in PARAM_ORDER}
+    adam32 = ref.AdamState(3, {k: state[f"adam.m.{k}"] for k in PARAM_ORDER},
+                           {k: state[f"adam.v.{k}"] for k in PARAM_ORDER})
+    expected, _ = ref.adam_update(p32, ref.loss_and_grad(p32, batches[3], noise[3])[1], adam32)
+    assert_params_close(expected, b.get_state(), rtol=ref.PARITY_RTOL)
+    assert int(b.get_state()["adam.step"]) == 4
+
+
+def test_state_exchange_with_the_torch_backend():
+    pytest.importorskip("torch")
+    rng = np.random.default_rng(10)
+    batches = [mnist_like(rng, M.batch_size) for _ in range(5)]
+    noise = [rng.standard_normal((M.batch_size, M.latent_dim)).astype(np.float32) for _ in range(5)]
+    th, jx = backends.create("torch"), JaxBackend()
+    for b in (th, jx):
+        b.setup(init_params(4), batches[0], batches[0], RunConfig(threads=1))
+    for x, e in zip(batches[:3], noise[:3]):
+        th.lockstep_step(x, e)
+    jx.set_state(th.get_state())
+    assert_states_equal(th.get_state(), jx.get_state())
+    for x, e in zip(batches[3:], noise[3:]):
+        for b in (th, jx):
+            b.lockstep_step(x, e)
+    assert_params_close(th.get_state(), jx.get_state(), rtol=1e-5)
+    th.set_state(jx.get_state())  # and back
+    assert_states_equal(jx.get_state(), th.get_state())
+
+
+def adam_updates(tx, p0, grads):
+    p = jnp.asarray(p0, jnp.float32)
+    opt_state = tx.init(p)
+    for g in grads:
+        updates, opt_state = tx.update(jnp.asarray(g, jnp.float32), opt_state, p)
+        p = optax.apply_updates(p, updates)
+    return np.asarray(p), opt_state
+
+
+def test_adam_is_torch_adam():
+    """The backend's Optax Adam == torch.optim.Adam's formula, written out by hand in float64:
+    p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps), eps OUTSIDE the square root."""
+    lr, b1, b2, eps = M.learning_rate, M.beta1, M.beta2, M.adam_eps
+    p0 = np.array([0.5, -0.25, 0.125])
+    # Normal gradients, a sign change, and a 1e-8 gradient where eps is of the same size.
+    grads = [np.array([0.3, -2.0, 1e-8]), np.array([-0.1, -1.0, 3e-8]), np.array([0.2, 0.5, 2e-8])]
+    expected, m, v = p0.copy(), np.zeros(3), np.zeros(3)
+    inside = p0.copy()  # the variant with eps inside the sqrt, to show the test can tell them apart
+    for t, g in enumerate(grads, start=1):
+        m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g**2
+        bc1, bc2 = 1 - b1**t, 1 - b2**t
+        expected -= (lr / bc1) * m / (np.sqrt(v) / math.sqrt(bc2) + eps)
+        inside -= lr * (m / bc1) / np.sqrt(v / bc2 + eps)
+    p, opt_state = adam_updates(make_adam(M), p0, grads)
+    moved, step = np.abs(p - p0), np.abs(expected - p0)
+    np.testing.assert_allclose(moved, step, rtol=2e-6)  # the step itself, not just p (|step| << |p|)
+    assert abs(inside[2] - expected[2]) > 1e-4
+    assert int(opt_state[0].count) == 3
+    torch = pytest.importorskip("torch")
+    w = torch.nn.Parameter(torch.tensor(p0, dtype=torch.float32))
+    opt = torch.optim.Adam([w], lr=lr, betas=(b1, b2), eps=eps)
+    for g in grads:
+        w.grad = torch.tensor(g, dtype=torch.float32)
+        opt.step()
+    np.testing.assert_allclose(p, w.detach().numpy(), rtol=1e-7, atol=0)
+
+
+def test_why_not_plain_optax_adam():
+    """optax.adam computes 1 - b2**t in float32 and so makes each step ~6e-6 (relative) too small.
+    If this fails, optax computes the bias correction accurately now: use optax.adam in make_adam."""
+    p0, g = np.zeros(3), [np.array([1.0, 1e-3, -1e-6])]
+    exact = -M.learning_rate * np.sign(g[0]) * np.abs(g[0]) / (np.abs(g[0]) + M.adam_eps)  # step 1 in closed form
+    ours = adam_updates(make_adam(M), p0, g)[0]
+    plain = adam_updates(optax.adam(M.learning_rate, M.beta1, M.beta2, M.adam_eps), p0, g)[0]
+    assert np.max(np.abs(ours / exact - 1)) < 1e-6
+    assert np.min(np.abs(plain / exact - 1)) > 3e-6
+
+
+def test_evaluate_and_decode_match_the_reference(data):
+    b = make(data)
+    seed = noise_seed(1, 0)
+    ev = b.evaluate(seed)
+    params, test_x = init_params(1), data[1]
+    assert isinstance(ev.test_loss, float) and isinstance(ev.test_loss_sampled, float)
+    assert ev.test_loss == pytest.approx(ref.loss(params, test_x, None) / N_TEST, rel=1e-5)
+    assert ev.test_loss_sampled == pytest.approx(ref.loss(params, test_x, epoch_eps(seed, N_TEST)) / N_TEST, rel=1e-5)
+    z = np.random.default_rng(11).standard_normal((5, M.latent_dim))
+    means = b.decode(z)
+    h3 = np.maximum(z @ params["fc3.weight"].T + params["fc3.bias"], 0)
+    assert means.shape == (5, M.input_dim) and means.dtype == np.float32
+    np.testing.assert_allclose(means, ref.sigmoid(h3 @ params["fc4.weight"].T + params["fc4.bias"]), atol=1e-6)
+
+
+def test_float32_everywhere(data):
+    b = make(data)
+    b.train_epoch(epoch_permutation(1, 1, N_TRAIN), noise_seed(1, 1))
+    assert not jax.config.jax_enable_x64
+    assert str(jax.config.jax_default_matmul_precision) == "highest"
+    leaves = jax.tree.leaves(b.state)
+    assert {x.dtype for x in leaves} == {jnp.dtype("float32"), jnp.dtype("int32")}  # int32: Adam's count
+    assert [x.dtype for x in leaves if x.ndim] == [jnp.float32] * sum(1 for x in leaves if x.ndim)
+    assert b.train_x.dtype == b.test_x.dtype == jnp.float32
+    assert all(v.dtype == np.float32 for k, v in b.get_state().items() if k != "adam.step")
+    assert b.device_memory() == {}
+
+
+def test_devices():
+    assert resolve_device("cpu").platform == "cpu"
+    with pytest.raises(HarnessError):
+        resolve_device("tpu")
+    try:
+        has_gpu = bool(jax.devices("gpu"))
+    except RuntimeError:
+        has_gpu = False
+    if not has_gpu:
+        with pytest.raises(HarnessError, match="GPU"):
+            resolve_device("cuda:0")

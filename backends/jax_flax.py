@@ -78,7 +78,10 @@ def resolve_device(name: str) -> jax.Device:
     if name == "cpu":
         return jax.devices("cpu")[0]
     if name == "cuda" or name.startswith("cuda:"):
-        index = int(name.partition(":")[2] or 0)
+        index_text = name.partition(":")[2] or "0"
+        if not index_text.isdigit():
+            raise HarnessError(f"bad device {name!r}: use cuda or cuda:N")
+        index = int(index_text)
         try:
             gpus = jax.devices("gpu")
         except RuntimeError:
@@ -215,7 +218,7 @@ class JaxBackend:
         self.device = resolve_device(config.device)
         self.n = train_x.shape[0]
         self.fn = programs(self.m)
-        self._epoch_exe = self._eval_exe = None
+        self._compiled = False
         self.train_x = self._put(train_x)
         self.test_x = self._put(test_x)
         zeros = {f"adam.{mv}.{k}": np.zeros_like(v) for k, v in params.items() for mv in "mv"}
@@ -224,14 +227,17 @@ class JaxBackend:
     # ---- protocol ----------------------------------------------------------------------------------
 
     def warmup(self) -> None:
-        """AOT-compile the epoch (for this n) and the evaluation; lowering never runs them."""
-        seed = self._spec((), jnp.int32)
-        perm = self._spec((self.n,), jnp.int32)
-        self._epoch_exe = self.fn.epoch.lower(self.state, self.train_x, perm, seed).compile()
-        self._eval_exe = self.fn.evaluate.lower(self.state[0], self.test_x, seed).compile()
+        """AOT-compile the epoch (for this n) and the evaluation; lowering runs nothing."""
+        self._compile_training()
+        self._eval_exe = self.fn.evaluate.lower(self.state[0], self.test_x, self._spec((), jnp.int32)).compile()
+        self._compiled = True
+
+    def _compile_training(self) -> None:
+        self._epoch_exe = self.fn.epoch.lower(self.state, self.train_x, self._spec((self.n,), jnp.int32),
+                                              self._spec((), jnp.int32)).compile()
 
     def train_epoch(self, perm: np.ndarray, noise_seed: int) -> float:
-        if self._epoch_exe is None:
+        if not self._compiled:
             self.warmup()
         if len(perm) != self.n:
             raise HarnessError(f"permutation of length {len(perm)} for a training set of {self.n}")
@@ -240,7 +246,7 @@ class JaxBackend:
         return float(total) / self.n
 
     def evaluate(self, noise_seed: int) -> EvalResult:
-        if self._eval_exe is None:
+        if not self._compiled:
             self.warmup()
         sums = self._eval_exe(self.state[0], self.test_x, self._put(np.int32(noise_seed)))
         at_mean, sampled = jax.device_get(sums)  # one transfer for both numbers
@@ -310,19 +316,19 @@ class JaxLoopBackend(JaxBackend):
 
     name = "jax-loop"
 
-    def warmup(self) -> None:
-        super().warmup()
-        self.fn.noise(self._put(np.int32(0)), self.n)  # compiles it (tiny)
+    def _compile_training(self) -> None:
+        scalar = self._spec((), jnp.int32)
+        self._noise_exe = self.fn.noise.lower(scalar, self.n).compile()
         args = (self.state, self._spec((), jnp.float32), self.train_x, self._spec((self.n,), jnp.int32),
-                self._spec((self.n, self.m.latent_dim), jnp.float32), self._spec((), jnp.int32))
+                self._spec((self.n, self.m.latent_dim), jnp.float32), scalar)
         self._batch_exe = {size: self.fn.batch_step.lower(*args, size).compile()
                            for size in set(self.m.batch_sizes(self.n))}
 
     def train_epoch(self, perm: np.ndarray, noise_seed: int) -> float:
-        if self._epoch_exe is None:
+        if not self._compiled:
             self.warmup()
         perm_d = self._put(perm.astype(np.int32))
-        eps = self.fn.noise(self._put(np.int32(noise_seed)), self.n)
+        eps = self._noise_exe(self._put(np.int32(noise_seed)))
         total = self._put(np.float32(0))
         start = 0
         for size in self.m.batch_sizes(self.n):

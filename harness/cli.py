@@ -14,7 +14,7 @@ from pathlib import Path
 
 import backends
 from harness import data, measure, results, runner
-from harness.config import RunConfig, parse_seeds
+from harness.config import ModelConfig, RunConfig, parse_seeds
 from harness.errors import HarnessError
 
 DEFAULT_BACKENDS = "torch,torch-compile,jax"
@@ -24,6 +24,7 @@ SUBCOMMAND_MODULES: list[str] = [
     "harness.report",
     "harness.compare",
     "harness.parity",
+    "harness.check",
     "harness.sweep",
 ]
 
@@ -76,6 +77,8 @@ def add_run_flags(p: argparse.ArgumentParser, default_epochs: int | None = 10) -
     p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
     if default_epochs is not None:
         p.add_argument("--epochs", type=positive_int, default=default_epochs)
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="training batch size (default 128, the reference's; recorded in the results)")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads per backend, the same for all (default: every core)")
     p.add_argument("--compile-mode", default="default",
@@ -138,8 +141,9 @@ def cmd_data(args, argv) -> int:
 def run_config(args) -> RunConfig:
     """A RunConfig from run/check/calibrate flags, validated before any work starts."""
     backends.check_names(list(args.backends))
+    model = ModelConfig() if args.batch_size is None else ModelConfig(batch_size=args.batch_size)
     return RunConfig(
-        backends=args.backends, device=measure.resolve_device(args.device),
+        model=model, backends=args.backends, device=measure.resolve_device(args.device),
         epochs=getattr(args, "epochs", 1), seed=getattr(args, "seed", 1),
         threads=args.threads or len(os.sched_getaffinity(0)), compile_mode=args.compile_mode,
         precision="tf32" if args.allow_tf32 else "float32",
@@ -153,7 +157,7 @@ def default_target() -> float:
     try:
         from harness import check
         return check.default_target_loss()
-    except (ImportError, HarnessError, AttributeError):
+    except (ImportError, HarnessError, KeyError):
         return 100.0
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from harness import atomic, data, measure, results, runner
+from harness.config import RunConfig
 from harness.errors import HarnessError
 from harness.sweep import JobOutcome, SweepJob, SweepSpec
 
@@ -55,6 +56,7 @@ def create(spec: SweepSpec, data_dir: str | None, command: str):
 
 
 def job_outcome(run_dir: Path, wall_seconds: float, node: str) -> JobOutcome:
+    """The outcome of a job whose folder holds its results.json (the job's own record of itself)."""
     record = results.load(run_dir)
     return JobOutcome(status=record.results[0].status, record=record, wall_seconds=wall_seconds, node=node)
 
@@ -68,7 +70,6 @@ def _one_line(exc: BaseException) -> str:
 def run_local_job(config_dict: dict, run_dir: str, data_dir: str, command: str,
                   environment: dict | None) -> JobOutcome:
     """One job in `run_dir`, exactly as `harness run` (or `harness run --resume`, if it ran before) does it."""
-    from harness.config import RunConfig
     t = time.perf_counter()
     folder = Path(run_dir)
     resume = (folder / results.RESULTS_FILE).exists()  # a failed or interrupted job continues in place
@@ -80,7 +81,9 @@ def run_local_job(config_dict: dict, run_dir: str, data_dir: str, command: str,
         raise
     except HarnessError as exc:
         return JobOutcome(status="failed", error=str(exc), wall_seconds=time.perf_counter() - t)
-    return job_outcome(folder, time.perf_counter() - t, socket.gethostname())
+    outcome = job_outcome(folder, time.perf_counter() - t, socket.gethostname())
+    outcome.resumed = resume
+    return outcome
 
 
 class LocalExecutor:
@@ -92,7 +95,8 @@ class LocalExecutor:
         self.mnist_dir, self.command = mnist_dir, command
         self.environment = measure.environment()  # one machine: captured once, not per job
 
-    def run(self, jobs: list[SweepJob], spec: SweepSpec, sweep_dir: Path, on_start: OnStart, on_done: OnDone) -> None:
+    def run(self, jobs: list[SweepJob], spec: SweepSpec, sweep_dir: Path, on_start: OnStart,
+            on_done: OnDone) -> None:
         threads = spec.threads or len(os.sched_getaffinity(0))
         cpu = [j for j in jobs if j.device == "cpu"]
         gpu = [j for j in jobs if j.device != "cpu"]
@@ -192,7 +196,6 @@ def run_ray_job(config_dict: dict, mnist: dict[str, bytes], env: dict[str, str |
     task (every CPU of a node for a CPU job), so the job uses exactly what it reserved.
     """
     import ray
-    from harness.config import RunConfig
 
     started = time.time()
     for key, value in env.items():
@@ -251,7 +254,8 @@ class RayExecutor:
     def __init__(self, mnist_dir: Path, command: str, address: str | None, max_retries: int):
         self.mnist_dir, self.command, self.address, self.max_retries = mnist_dir, command, address, max_retries
 
-    def run(self, jobs: list[SweepJob], spec: SweepSpec, sweep_dir: Path, on_start: OnStart, on_done: OnDone) -> None:
+    def run(self, jobs: list[SweepJob], spec: SweepSpec, sweep_dir: Path, on_start: OnStart,
+            on_done: OnDone) -> None:
         import ray
         try:
             ray.init(address=self.address, logging_level="WARNING", log_to_driver=False)

@@ -92,37 +92,63 @@ def relative_errors(ref: dict, cand: dict) -> dict[str, np.ndarray]:
     return {k: np.abs(np.asarray(cand[k], np.float64) - ref[k]) / np.abs(ref[k]).max() for k in PARAM_ORDER}
 
 
-def run_backend(name: str, params, batches, noise, config: RunConfig) -> BackendParity:
-    """Teacher-forced lockstep of one backend, then a free-running pass for information."""
-    m = config.model
-    backend = backends.create(name)
-    backend.setup(params, np.concatenate(batches), batches[0], dataclasses.replace(config, backends=(name,)))
+@dataclass
+class ReferenceChain:
+    """The reference's teacher-forcing chain: the float32 state before each step, and the float64
+    params and batch loss after it. Computed once and shared by every backend."""
+
+    inputs: list[tuple[np.ndarray, np.ndarray]]  # (batch, noise) per step
+    states: list[dict[str, np.ndarray]]
+    params_after: list[dict[str, np.ndarray]]
+    losses: list[float]
+    free_running: dict[str, np.ndarray]            # float64 params after all steps without forcing
+
+
+def reference_chain(params: dict, batches, noise, model) -> ReferenceChain:
     state = to_state32(reference._cast(params), reference.adam_init(params))
+    states, after, losses = [], [], []
+    for x, eps in zip(batches, noise):
+        ref_params, ref_adam, ref_loss = reference_step(state, x, eps, model)
+        states.append(state)
+        after.append(ref_params)
+        losses.append(ref_loss)
+        state = to_state32(ref_params, ref_adam)
+    free, _ = reference.train_steps(params, batches, noise, model)
+    return ReferenceChain(list(zip(batches, noise)), states, after, losses, free)
+
+
+def run_backend(name: str, chain: ReferenceChain, config: RunConfig, free_running: bool = True) -> BackendParity:
+    """Teacher-forced lockstep of one backend; then, for information, a free-running pass."""
+    backend = backends.create(name)
+    batches = [x for x, _ in chain.inputs]
+    backend.setup(chain.states[0], np.concatenate(batches), batches[0],
+                  dataclasses.replace(config, backends=(name,)))
     worst = {k: 0.0 for k in PARAM_ORDER}
     outliers, loss_err = [], 0.0
-    for x, eps in zip(batches, noise):
-        ref_params, ref_adam, ref_loss = reference_step(state, x, eps, m)
+    for (x, eps), state, ref_params, ref_loss in zip(chain.inputs, chain.states, chain.params_after, chain.losses):
         backend.set_state(state)
         loss = backend.lockstep_step(x, eps)
         errs = relative_errors(ref_params, backend.get_state())
         outliers.append(sum(int((e > reference.PARITY_RTOL).sum()) for e in errs.values()))
         worst = {k: max(worst[k], float(errs[k].max())) for k in PARAM_ORDER}
         loss_err = max(loss_err, abs(loss - ref_loss) / abs(ref_loss))
-        state = to_state32(ref_params, ref_adam)
-    backend.set_state(to_state32(reference._cast(params), reference.adam_init(params)))
-    for x, eps in zip(batches, noise):
-        backend.lockstep_step(x, eps)
-    ref_free, _ = reference.train_steps(params, batches, noise, m)
-    free = {k: float(e.max()) for k, e in relative_errors(ref_free, backend.get_state()).items()}
+    free = {}
+    if free_running:
+        backend.set_state(chain.states[0])
+        for x, eps in chain.inputs:
+            backend.lockstep_step(x, eps)
+        free = {k: float(e.max()) for k, e in relative_errors(chain.free_running, backend.get_state()).items()}
     return BackendParity(name, worst, outliers, loss_err, free)
 
 
-def run(names: list[str], train_x: np.ndarray, steps: int, config: RunConfig) -> list[BackendParity]:
+def run(names: list[str], train_x: np.ndarray, steps: int, config: RunConfig,
+        free_running: bool = True) -> list[BackendParity]:
     """Lockstep every backend in `names` against the float64 reference."""
     m = config.model
     params = init_params(config.seed, m)
     batches, noise = lockstep_inputs(train_x, steps, config.seed, m.batch_size, m.latent_dim)
-    return [run_backend(name, params, batches, noise, config) for name in names]
+    chain = reference_chain(params, batches, noise, m)
+    return [run_backend(name, chain, config, free_running) for name in names]
 
 
 def add_subcommands(sub) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import shlex
 import shutil
 import signal
@@ -43,7 +42,7 @@ class SweepSpec:
 
     backends: tuple[str, ...]
     devices: tuple[str, ...] = ("cpu",)
-    seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
+    seeds: tuple[int, ...] = tuple(parse_seeds(DEFAULT_SEEDS))
     latent_dims: tuple[int, ...] = (ModelConfig().latent_dim,)
     epochs: int = 10
     threads: int = 0  # 0 = every core of the machine (local) or of the node running the job (ray)
@@ -125,6 +124,7 @@ class JobOutcome:
     record: results.RunRecord | None = None
     wall_seconds: float | None = None
     node: str | None = None
+    resumed: bool = False  # continued from a checkpoint: its wall time covers only the last part
 
 
 @dataclass
@@ -186,7 +186,8 @@ def summary_rows(jobs: list[SweepJob]) -> list[dict[str, Any]]:
 
 def apply_outcome(job: SweepJob, outcome: JobOutcome) -> None:
     """Copy an executor's outcome and the job's own record into the sweep's entry for it."""
-    job.status, job.error, job.node, job.wall_seconds = outcome.status, outcome.error, outcome.node, outcome.wall_seconds
+    job.status, job.error = outcome.status, outcome.error
+    job.node, job.wall_seconds = outcome.node, outcome.wall_seconds
     job.work_seconds = job.overhead_seconds = None
     job.test_loss = job.test_loss_sampled = job.samples_per_second = None
     if outcome.record is None or not outcome.record.results:
@@ -199,13 +200,14 @@ def apply_outcome(job: SweepJob, outcome: JobOutcome) -> None:
         job.samples_per_second = result.summary["train_samples_per_second"]
     if result.epochs:
         job.work_seconds = (result.setup_seconds or 0.0) + result.epochs[-1].elapsed_seconds
-        if job.wall_seconds is not None:
+        if job.wall_seconds is not None and not outcome.resumed:
             job.overhead_seconds = job.wall_seconds - job.work_seconds
 
 
 # ------------------------------------------------------------------------------------ running
 
-def run(state: SweepState, sweep_dir: Path, executor, *, say: Callable[[str], None] = lambda s: None) -> SweepState:
+def run(state: SweepState, sweep_dir: Path, executor, *,
+        say: Callable[[str], None] = lambda line: None) -> SweepState:
     """Run every unfinished job of `state` on `executor`; sweep.json is rewritten after each job."""
     todo = [j for j in state.jobs if j.status not in FINISHED]
     counter = iter(range(len(state.jobs) - len(todo) + 1, len(state.jobs) + 1))
@@ -248,7 +250,7 @@ def _raise_keyboard_interrupt(signum, frame):
 
 def _job_line(i: int, n: int, job: SweepJob) -> str:
     where = f" on {job.node}" if job.node else ""
-    if job.status == "ok":
+    if job.status == "ok" and job.test_loss is not None:
         what = f"test_loss {job.test_loss:.2f}, {job.samples_per_second:,.0f} samples/s"
     else:
         what = job.error or ""
@@ -299,20 +301,32 @@ def _int_list(text: str) -> tuple[int, ...]:
     return values
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative")
+    return value
+
+
 def _device_list(text: str) -> list[str]:
     return [d.strip() for d in text.split(",") if d.strip()]
 
 
 def _coerce(key: str, value: Any) -> Any:
-    """A TOML value in the flag's form: lists may be written as TOML arrays or as the flag's text."""
+    """A TOML value checked by its flag's parser: lists may be TOML arrays or the flag's text."""
     as_text = ",".join(map(str, value)) if isinstance(value, list) else value
     parse = {"backends": cli.backend_list, "seeds": cli.seed_list, "latent_dims": _int_list,
-             "devices": _device_list}.get(key)
+             "devices": _device_list, "epochs": cli.positive_int, "threads": cli.positive_int,
+             "train_limit": cli.positive_int, "test_limit": cli.positive_int, "timeout": cli.non_negative_float,
+             "max_retries": _non_negative_int, "target_loss": float}.get(key)
     if parse is None:
         return value
     try:
         return parse(str(as_text))
-    except argparse.ArgumentTypeError as exc:
+    except (argparse.ArgumentTypeError, ValueError) as exc:
         raise HarnessError(f"spec {key}: {exc}") from None
 
 
@@ -327,7 +341,8 @@ def read_spec_file(path: Path) -> dict[str, Any]:
     allowed = {f.name for f in dataclasses.fields(SweepSpec)} | {"out", "device", "allow_tf32"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
-        raise HarnessError(f"--spec {path}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(allowed))}")
+        raise HarnessError(f"--spec {path}: unknown field(s) {', '.join(unknown)}; "
+                           f"known: {', '.join(sorted(allowed))}")
     if "device" in raw:
         raw["devices"] = raw.pop("device")
     if raw.pop("allow_tf32", False):
@@ -354,7 +369,6 @@ def build_spec(fields: dict[str, Any]) -> SweepSpec:
     fields = dict(fields)
     fields.pop("out", None)
     fields.setdefault("backends", cli.backend_list(cli.DEFAULT_BACKENDS))
-    fields.setdefault("seeds", parse_seeds(DEFAULT_SEEDS))
     fields.setdefault("target_loss", cli.default_target())
     spec = SweepSpec.from_dict(fields)
     backends.check_names(list(spec.backends))
@@ -401,7 +415,8 @@ def add_subcommands(sub) -> None:
                    help=f"comma-separated, from: {', '.join(backends.known())} (default {cli.DEFAULT_BACKENDS})")
     p.add_argument("--device", dest="devices", action="append", type=_device_list, default=None,
                    help="cpu, cuda or auto; repeat or comma-separate for several (default cpu)")
-    p.add_argument("--seeds", type=cli.seed_list, default=None, help=f"like 1-5 or 1,3,7 (default {DEFAULT_SEEDS})")
+    p.add_argument("--seeds", type=cli.seed_list, default=None,
+                   help=f"like 1-5 or 1,3,7 (default {DEFAULT_SEEDS})")
     p.add_argument("--latent-dims", dest="latent_dims", type=_int_list, default=None,
                    help=f"latent sizes, like 2,5,10,20 (default {ModelConfig().latent_dim})")
     p.add_argument("--epochs", type=cli.positive_int, default=None, help="per job (default 10)")
@@ -412,11 +427,11 @@ def add_subcommands(sub) -> None:
     p.add_argument("--allow-tf32", dest="allow_tf32", action="store_true")
     p.add_argument("--timeout", type=cli.non_negative_float, default=None, help="seconds per job (0 = none)")
     p.add_argument("--target-loss", dest="target_loss", type=float, default=None)
-    p.add_argument("--train-limit", dest="train_limit", type=cli.positive_int, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--test-limit", dest="test_limit", type=cli.positive_int, default=None, help=argparse.SUPPRESS)
+    for flag in ("--train-limit", "--test-limit"):  # tests train on a few hundred samples
+        p.add_argument(flag, type=cli.positive_int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--executor", choices=EXECUTORS, default=None, help="local (default) or ray")
     p.add_argument("--address", default=None, metavar="HOST:PORT", help="Ray cluster (--executor ray)")
-    p.add_argument("--max-retries", dest="max_retries", type=int, default=None,
+    p.add_argument("--max-retries", dest="max_retries", type=_non_negative_int, default=None,
                    help="Ray retries of a job whose node or worker died (default 2)")
     p.add_argument("--data-dir", default=None, help="folder with the four MNIST IDX files")
     p.add_argument("--out", type=Path, default=None, help="sweep folder (default runs/sweep-<time>)")
@@ -440,14 +455,20 @@ def _start(args: argparse.Namespace, command: str) -> tuple[SweepState, Path, bo
         state = load(args.resume)
         state.spec = build_spec({**state.spec.to_dict(), **flags})
         return state, args.resume, False
+    spec, out = spec_from_args(args)
+    return new_state(spec, command), out or Path("runs") / time.strftime("sweep-%Y%m%d-%H%M%S"), True
+
+
+def spec_from_args(args: argparse.Namespace) -> tuple[SweepSpec, Path | None]:
+    """The spec of a new sweep (the --spec file, then the flags given) and its --out, if named."""
     from_file = read_spec_file(args.spec) if args.spec else {}
-    spec = build_spec({**from_file, **flags})
-    sweep_dir = args.out or (Path(from_file["out"]) if "out" in from_file else
-                             Path("runs") / time.strftime("sweep-%Y%m%d-%H%M%S"))
-    return new_state(spec, command), sweep_dir, True
+    out = args.out or (Path(from_file["out"]) if "out" in from_file else None)
+    return build_spec({**from_file, **flag_values(args)}), out
 
 
 def cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
+    from rich.markup import escape
+
     from harness import executors
     from harness.console import console
 
@@ -458,14 +479,14 @@ def cmd_sweep(args: argparse.Namespace, argv: list[str]) -> int:
     todo = sum(j.status not in FINISHED for j in state.jobs)
     console.print(f"sweep: {len(state.jobs)} jobs ({todo} to run) on the {state.spec.executor} executor; "
                   f"{sweep_dir / SWEEP_FILE}")
-    run(state, sweep_dir, executor, say=console.print)
+    run(state, sweep_dir, executor, say=lambda line: console.print(line, markup=False))
     console.print(summary_table(state))
     if not args.no_report:
         from harness import sweep_report
         console.print(f"report: {sweep_report.write_sweep_report(sweep_dir, sweep_dir)}")
     failed = [j for j in state.jobs if j.status != "ok"]
     for job in failed:
-        console.print(f"[red]{job.id}: {job.status}[/red]: {job.error}")
+        console.print(f"[red]{job.id}: {job.status}[/red]: {escape(job.error or '')}")
     return 0 if not failed else 1
 
 
@@ -478,15 +499,19 @@ def summary_table(state: SweepState):
                 "fastest is x faster"):
         table.add_column(col, justify="left" if col in ("backend", "device") else "right")
     for s in state.summary:
-        speed = ("-" if s["backend"] == s["fastest"] or s["speedup_of_fastest"] is None
-                 else f"{s['fastest']} {fmt_ci(s['speedup_of_fastest'], s['speedup_ci_low'], s['speedup_ci_high'], '.2f', 'x')}")
+        speed = "-"
+        if s["backend"] != s["fastest"] and s["speedup_of_fastest"] is not None:
+            speed = f"{s['fastest']} " + fmt_ci(*_ci(s, "speedup_of_fastest", "speedup"), ".2f", "x")
         table.add_row(s["backend"], s["device"], str(s["latent_dim"]), str(s["n"]),
-                      fmt_ci(s["test_loss_mean"], s["test_loss_ci_low"], s["test_loss_ci_high"]),
-                      fmt_ci(s["test_loss_sampled_mean"], s["test_loss_sampled_ci_low"], s["test_loss_sampled_ci_high"]),
-                      fmt_ci(s["samples_per_second_mean"], s["samples_per_second_ci_low"],
-                             s["samples_per_second_ci_high"], ",.0f"),
-                      speed)
+                      fmt_ci(*_ci(s, "test_loss_mean", "test_loss")),
+                      fmt_ci(*_ci(s, "test_loss_sampled_mean", "test_loss_sampled")),
+                      fmt_ci(*_ci(s, "samples_per_second_mean", "samples_per_second"), ",.0f"), speed)
     return table
+
+
+def _ci(entry: dict[str, Any], point: str, prefix: str) -> tuple[float | None, float | None, float | None]:
+    """(estimate, low, high) of one summary entry's `point` field and its `prefix`_ci_low/high fields."""
+    return entry[point], entry[f"{prefix}_ci_low"], entry[f"{prefix}_ci_high"]
 
 
 def fmt_ci(mean: float | None, low: float | None, high: float | None, spec: str = ".2f", unit: str = "") -> str:

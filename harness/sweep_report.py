@@ -39,8 +39,8 @@ def write_sweep_report(sweep_dir: Path, out_dir: Path) -> Path:
     parts = [_header(state), _summary_section(state), _comparison_section(state)]
     if not curves.empty:
         _plot_loss_curves(curves, out_dir / LOSS_FIGURE)
-        parts.append(f"## Loss curves\n\nMean over seeds per backend, band = 95% t-interval "
-                     f"(`test_loss`: z = mu; `test_loss_sampled`: one z ~ q(z|x)).\n\n![loss curves]({LOSS_FIGURE})\n")
+        parts.append(f"## Loss curves\n\nMean over seeds per backend, band = 95% t-interval (`test_loss`: "
+                     f"z = mu; `test_loss_sampled`: one z ~ q(z|x)).\n\n![loss curves]({LOSS_FIGURE})\n")
         _plot_throughput(state, out_dir / THROUGHPUT_FIGURE)
         parts.append(f"## Throughput\n\nSteady training samples/s of every job (one point per seed), "
                      f"per backend and device.\n\n![throughput]({THROUGHPUT_FIGURE})\n")
@@ -143,7 +143,8 @@ def _jobs_section(state: SweepState) -> str:
              "overhead s": _fmt(j.overhead_seconds, ".1f"), "error": (j.error or "")[:120]}
             for j in state.jobs]
     return ("## Jobs\n\nOverhead = the job's wall time seen by the driver minus the setup, compile, training "
-            "and evaluation time the job measured itself.\n\n" + pd.DataFrame(rows).to_markdown(index=False) + "\n")
+            "and evaluation time the job measured itself.\n\n"
+            + pd.DataFrame(rows).to_markdown(index=False) + "\n")
 
 
 def _method_section() -> str:
@@ -187,7 +188,9 @@ def _plot_throughput(state: SweepState, path: Path) -> None:
     """Box plot with every job's point, one box per backend x device (x latent size when several)."""
     jobs = pd.DataFrame([vars(j) for j in state.jobs if j.status == "ok" and j.samples_per_second])
     several = len(state.spec.latent_dims) > 1
-    jobs["label"] = jobs["backend"] + "\n" + jobs["device"] + (("\nz" + jobs["latent_dim"].astype(str)) if several else "")
+    jobs["label"] = jobs["backend"] + "\n" + jobs["device"]
+    if several:
+        jobs["label"] += "\nz" + jobs["latent_dim"].astype(str)
     labels = sorted(jobs["label"].unique())
     fig, axes = _panels(1, width=max(5.0, 1.4 * len(labels)))
     ax = axes[0]

@@ -140,19 +140,29 @@ def test_epoch_is_lockstep_steps_in_permutation_order(data):
 
 
 def test_lockstep_matches_float64_reference():
+    """Parameters within the parity tolerance after 6 steps, and each step's loss within 1e-6.
+
+    The loss check is the sharp one: a systematic error in Adam's step size shows there first
+    (measured: this backend <= 1.6e-7 on 3 data seeds; with plain optax.adam, whose steps are ~6e-6
+    too small, 2e-6 to 3e-6 by steps 5-6). It also pins the SUM loss (not the mean).
+    """
     rng = np.random.default_rng(7)
     params = init_params(1)
-    batches = [mnist_like(rng, M.batch_size) for _ in range(5)]
-    noise = [rng.standard_normal((M.batch_size, M.latent_dim)).astype(np.float32) for _ in range(5)]
+    batches = [mnist_like(rng, M.batch_size) for _ in range(6)]
+    noise = [rng.standard_normal((M.batch_size, M.latent_dim)).astype(np.float32) for _ in range(6)]
     b = JaxBackend()
     b.setup(params, batches[0], batches[0], RunConfig())
     losses = [b.lockstep_step(x, e) for x, e in zip(batches, noise)]
     ref_params, ref_losses = ref.train_steps(params, batches, noise)
     assert_params_close(ref_params, b.get_state(), rtol=ref.PARITY_RTOL)
-    np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)  # the SUM loss, not the mean
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-6)
 
 
-def test_fifty_steps_agree_with_torch_and_the_reference():
+def test_fifty_steps_agree_with_torch():
+    """50 lockstep steps from the same weights, batches and noise: parameters agree with torch's.
+    (Data seed 8: some seeds put a gradient entry at the rounding-noise level, where Adam turns float32
+    rounding into O(lr) differences for torch vs the float64 reference as well; measured on seeds 8-12,
+    torch itself is at 4e-6 to 1e-5 on three and 3e-4 to 5e-4 on two.)"""
     pytest.importorskip("torch")
     rng = np.random.default_rng(8)
     params = init_params(1)
@@ -163,8 +173,6 @@ def test_fifty_steps_agree_with_torch_and_the_reference():
         b.setup(params, batches[0], batches[0], RunConfig(threads=1))
         for x, e in zip(batches, noise):
             b.lockstep_step(x, e)
-    ref_params, _ = ref.train_steps(params, batches, noise)
-    assert_params_close(ref_params, jx.get_state(), rtol=ref.PARITY_RTOL)
     assert_params_close(th.get_state(), jx.get_state(), rtol=ref.PARITY_RTOL)
 
 
@@ -247,7 +255,7 @@ def test_adam_is_torch_adam():
     """The backend's Optax Adam == torch.optim.Adam's formula, written out by hand in float64:
     p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps), eps OUTSIDE the square root."""
     lr, b1, b2, eps = M.learning_rate, M.beta1, M.beta2, M.adam_eps
-    p0 = np.array([0.5, -0.25, 0.125])
+    p0 = np.zeros(3)  # so that p IS the sum of the steps, without float32 rounding of a large p
     # Normal gradients, a sign change, and a 1e-8 gradient where eps is of the same size.
     grads = [np.array([0.3, -2.0, 1e-8]), np.array([-0.1, -1.0, 3e-8]), np.array([0.2, 0.5, 2e-8])]
     expected, m, v = p0.copy(), np.zeros(3), np.zeros(3)
@@ -258,8 +266,7 @@ def test_adam_is_torch_adam():
         expected -= (lr / bc1) * m / (np.sqrt(v) / math.sqrt(bc2) + eps)
         inside -= lr * (m / bc1) / np.sqrt(v / bc2 + eps)
     p, opt_state = adam_updates(make_adam(M), p0, grads)
-    moved, step = np.abs(p - p0), np.abs(expected - p0)
-    np.testing.assert_allclose(moved, step, rtol=2e-6)  # the step itself, not just p (|step| << |p|)
+    np.testing.assert_allclose(p, expected, rtol=5e-7, atol=0)
     assert abs(inside[2] - expected[2]) > 1e-4
     assert int(opt_state[0].count) == 3
     torch = pytest.importorskip("torch")
@@ -268,7 +275,7 @@ def test_adam_is_torch_adam():
     for g in grads:
         w.grad = torch.tensor(g, dtype=torch.float32)
         opt.step()
-    np.testing.assert_allclose(p, w.detach().numpy(), rtol=1e-7, atol=0)
+    np.testing.assert_allclose(p, w.detach().numpy(), rtol=3e-7, atol=0)  # ~2 float32 ulps
 
 
 def test_why_not_plain_optax_adam():
@@ -312,8 +319,9 @@ def test_float32_everywhere(data):
 
 def test_devices():
     assert resolve_device("cpu").platform == "cpu"
-    with pytest.raises(HarnessError):
-        resolve_device("tpu")
+    for bad in ("tpu", "cuda:x", "gpu"):
+        with pytest.raises(HarnessError):
+            resolve_device(bad)
     try:
         has_gpu = bool(jax.devices("gpu"))
     except RuntimeError:

@@ -6,7 +6,6 @@ checked on hand-made records against a direct SciPy computation. The Ray executo
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -65,7 +64,8 @@ def test_speed_ratio_is_welch_on_log_throughput_and_loss_difference_is_paired():
     assert torch["speedup_significant"] is True
     paired = sps.ttest_rel(SLOW["losses"], FAST["losses"]).confidence_interval(0.95)
     assert torch["test_loss_diff"] == pytest.approx(np.mean(np.subtract(SLOW["losses"], FAST["losses"])))
-    assert (torch["test_loss_diff_ci_low"], torch["test_loss_diff_ci_high"]) == pytest.approx((paired.low, paired.high))
+    interval = (torch["test_loss_diff_ci_low"], torch["test_loss_diff_ci_high"])
+    assert interval == pytest.approx((paired.low, paired.high))
     assert torch["test_loss_diff_significant"] is False
     # the fastest against itself: ratio 1, difference 0
     assert jax["speedup_of_fastest"] == pytest.approx(1.0) and jax["test_loss_diff"] == 0.0
@@ -89,9 +89,7 @@ def test_comparison_sentence():
 # ---------------------------------------------------------------------------------- spec and flags
 
 def parse(*argv: str) -> sweep.SweepSpec:
-    args = cli.build_parser().parse_args(["sweep", *argv])
-    state, _, _ = sweep._start(args, "test")
-    return state.spec
+    return sweep.spec_from_args(cli.build_parser().parse_args(["sweep", *argv]))[0]
 
 
 def test_jobs_are_the_product_of_the_axes():
@@ -136,7 +134,8 @@ def test_missing_ray_is_one_line(monkeypatch, capsys, tmp_path):
     assert str(exc.value) == "executor 'ray' needs the ray extra: pip install -e '.[ray]'"
     assert cli.main(["sweep", "--backends", "torch", "--executor", "ray", "--out", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: executor 'ray' needs the ray extra: pip install -e") and len(err.splitlines()) == 1
+    assert err.startswith("error: executor 'ray' needs the ray extra: pip install -e")
+    assert len(err.splitlines()) == 1
     assert not (tmp_path / "s").exists()  # refused before anything was written
 
 
@@ -212,7 +211,10 @@ def test_each_job_is_a_harness_run(interrupted_then_resumed):
         assert record["config"]["model"]["latent_dim"] == job["latent_dim"]
         with np.load(out / job["run_dir"] / "torch" / "params.npz") as params:
             assert params["fc21.weight"].shape == (job["latent_dim"], 400)
-        assert job["overhead_seconds"] > 0 and job["work_seconds"] > 0
+        assert job["work_seconds"] > 0
+        # a job resumed from its checkpoint has no overhead figure: its wall time covers only the last part
+        assert job["overhead_seconds"] is None or job["overhead_seconds"] > 0
+    assert sum(j["overhead_seconds"] is not None for j in state["jobs"]) >= 3
     assert [(s["latent_dim"], s["n"]) for s in state["summary"]] == [(2, 2), (20, 2)]
 
 

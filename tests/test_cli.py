@@ -1,0 +1,75 @@
+"""Bad input gets one clear error line and a non-zero exit, never a traceback."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, SMALL, assert_one_line_error, harness
+
+
+def test_core_imports_no_framework():
+    code = ("import harness.cli, harness.runner, harness.report, harness.check, sys;"
+            "bad = {'torch', 'jax'} & set(sys.modules); assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["run", "--backends", "nope"], "unknown backend 'nope'; known backends: torch"),
+    (["run", "--device", "tpu"], "unknown device 'tpu'"),
+    (["run", "--device", "cuda"], "no NVIDIA GPU"),
+    (["run", "--device", "cuda:0"], "no NVIDIA GPU"),
+    (["run", "--epochs", "0"], "--epochs: '0' is not a positive integer"),
+    (["run", "--epochs", "-3"], "not a positive integer"),
+    (["run", "--epochs", "two"], "'two' is not an integer"),
+    (["run", "--batch-size", "0"], "--batch-size: '0' is not a positive integer"),
+    (["run", "--seed", "x"], "--seed"),
+    (["run", "--frobnicate"], "unrecognized arguments: --frobnicate"),
+    (["calibrate", "--seeds", "1-x"], "is not a seed list"),
+    (["check", "--profile", "nope"], "unknown profile 'nope'"),
+    (["report", "/nonexistent-run"], "no results.json"),
+    (["compare", "/nonexistent-a", "/nonexistent-b"], "no results.json"),
+    (["run", "--resume", "/nonexistent-run"], "no results.json there to resume"),
+])
+def test_bad_input_is_one_line(args, fragment):
+    assert_one_line_error(harness(*args, timeout=60), fragment)
+
+
+def test_output_folder_with_another_run_is_refused(tmp_path):
+    (tmp_path / "results.json").write_text("{}")
+    assert_one_line_error(harness("run", "--backends", "torch", "--out", tmp_path, *SMALL),
+                          "already holds a run", "--resume", "--force")
+
+
+def test_unwritable_output_folder():
+    assert_one_line_error(harness("run", "--backends", "torch", "--out", "/proc/vae-bench", *SMALL),
+                          "cannot write to output folder")
+
+
+def test_newer_schema_is_refused(tmp_path):
+    (tmp_path / "results.json").write_text(json.dumps({"schema_version": 99, "config": {}}))
+    for args in (["report", tmp_path], ["run", "--resume", tmp_path]):
+        assert_one_line_error(harness(*args), "schema_version 99 is newer")
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "wrong-magic", "checksum"])
+def test_bad_data_folder(tmp_path, mnist, damage):
+    from harness import data
+    for key, (fname, _, _) in data.FILES.items():
+        raw = (mnist.directory / f"{fname}.gz").read_bytes()
+        (tmp_path / f"{fname}.gz").write_bytes(raw)
+    victim = tmp_path / f"{data.FILES['test_labels'][0]}.gz"
+    import gzip
+    content = gzip.decompress(victim.read_bytes())
+    if damage == "missing":
+        victim.unlink()
+    elif damage == "truncated":
+        victim.write_bytes(gzip.compress(content[:-100]))
+    elif damage == "wrong-magic":
+        victim.write_bytes(gzip.compress(b"\x00\x00\x09\x09" + content[4:]))
+    else:
+        victim.write_bytes(gzip.compress(content[:-1] + bytes([(content[-1] + 1) % 10])))
+    proc = harness("run", "--backends", "torch", "--data-dir", tmp_path, "--out", tmp_path / "run", *SMALL)
+    assert_one_line_error(proc, "t10k-labels")

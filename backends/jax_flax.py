@@ -16,8 +16,17 @@ Speed:
 * `warmup()` compiles ahead of time (`jit(...).lower(...).compile()`) the epoch for this n and the
   evaluation, and stores the executables, so no timed epoch compiles anything (tests check this).
   The lockstep step and `decode` are not part of a timed run and compile on first use.
-* Measured on full MNIST, CPU, 2 threads (shared, noisy machine; medians of alternating epochs):
-  SCAN_VS_LOOP
+* Scan vs a Python loop of jitted per-batch steps (`JaxLoopBackend`), full MNIST, CPU, medians of
+  alternating epochs on a 2-core machine shared with other jobs (load average ~8, so wall times are
+  noisy; CPU seconds per epoch are the steadier figure):
+    2 threads, 12 epochs each: scan 6.30 s wall (5.05-8.00), 3.55 CPU s; loop 5.56 s (4.37-8.94), 3.86 CPU s
+    1 core,     8 epochs each: scan 4.68 s wall (3.32-10.5), 3.19 CPU s; loop 4.84 s (3.80-8.27), 3.90 CPU s
+  The loop costs ~1 ms of host CPU per batch for dispatch (9-22% more CPU per epoch); on the busy
+  machine its extra host thread likely wins the process a larger share of the cores, hence its
+  better-looking 2-thread wall time. The scan does less work and dispatches once per epoch (the
+  bigger win on a GPU, not measured here), so it is the default.
+* Compile (warmup): ~1.7 CPU s per distinct step shape (the scan body and the tail), 0.6 for the
+  noise, 1.0 for evaluation: 4.0-4.7 CPU s; 5.3 s wall in a `harness run` (busy machine).
 
 Numerics match backends/torch_eager.py: float32 everywhere (matmul precision 'highest' unless the run
 asks for tf32), BCE from logits in the softplus form, noise eps = jax.random.normal(key(noise_seed),
@@ -46,6 +55,10 @@ from harness.config import ModelConfig, RunConfig
 from harness.errors import HarnessError
 
 LAYERS = ("fc1", "fc21", "fc22", "fc3", "fc4")
+
+# True float32 matmuls by default (setup() switches to TF32 only when a run asks for it). Set at import
+# as well as in setup() because the worker records jax's config (measure.framework_info) before setup.
+jax.config.update("jax_default_matmul_precision", "highest")
 
 
 class VAE(nnx.Module):
@@ -186,8 +199,9 @@ def scale_by_adam(b1: float, b2: float, eps: float) -> optax.GradientTransformat
     0.99900001287); the cancellation makes it 1.3e-5 too small at small t, while the second-moment
     update uses 1 - b2 = 0.001 exactly, so every update comes out ~6e-6 too small. Adam amplifies that:
     after 50 lockstep steps parameters differ from the float64 reference by 2e-3 to 6e-3 of a tensor's
-    magnitude (measured, 3 data seeds), 20x the parity tolerance; torch (which computes the corrections
-    in float64) and this version stay at ~1e-5. Here 1 - b**t = -expm1(t * log(b)) with log(b) taken
+    magnitude on synthetic batches (3 data seeds) and by 0.16 on real MNIST batches (a hidden unit
+    takes another path), against a parity tolerance of 1e-4; torch (which computes the corrections in
+    float64) and this version stay at 1e-5 to 3e-5. Here 1 - b**t = -expm1(t * log(b)) with log(b) taken
     in float64 on the host: accurate to ~1e-7 in float32. Moments, state (optax.ScaleByAdamState) and
     the update m_hat / (sqrt(v_hat) + eps) (eps outside the square root) are optax's.
     """

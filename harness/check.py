@@ -205,6 +205,7 @@ def add_subcommands(sub) -> None:
     p.add_argument("--seed", type=int, default=None, help="default: the profile's seed")
     p.add_argument("--targets", type=Path, default=TARGETS_FILE)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--no-probe", action="store_true", help="skip the matmul peak / floor probe")
     add_run_flags(p, default_epochs=None)
     p.set_defaults(func=cmd_check, backends=None)
 
@@ -214,6 +215,7 @@ def add_subcommands(sub) -> None:
     p.add_argument("--targets", type=Path, default=TARGETS_FILE)
     p.add_argument("--write", action="store_true", help="write the bands into the targets file")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--no-probe", action="store_true", help="skip the matmul peak / floor probe")
     add_run_flags(p, default_epochs=None)
     p.set_defaults(func=cmd_calibrate, backends=None)
 
@@ -225,7 +227,7 @@ def _profile_config(args, profile: Profile, seed: int) -> RunConfig:
     return run_config(args)
 
 
-def _run_profile(config: RunConfig, out: Path, data_dir, argv) -> object:
+def _run_profile(config: RunConfig, out: Path, data_dir, argv, probe: bool) -> object:
     from harness import data, runner
     from harness.console import RunProgress, console
     mnist_dir, _ = data.locate(data_dir)
@@ -234,7 +236,7 @@ def _run_profile(config: RunConfig, out: Path, data_dir, argv) -> object:
     console.print(f"{config.backends} seed {config.seed}, {config.epochs} epoch(s) -> {out}")
     with RunProgress(record, config.epochs) as progress:
         return runner.execute(config, out, mnist_dir, command="python -m harness " + " ".join(argv),
-                              on_event=progress.on_event)
+                              probe=probe, on_event=progress.on_event)
 
 
 def cmd_check(args, argv) -> int:
@@ -244,7 +246,7 @@ def cmd_check(args, argv) -> int:
     profile = get_profile(args.profile, args.targets)
     config = _profile_config(args, profile, args.seed if args.seed is not None else profile.seed)
     out = args.out or Path("runs") / f"check-{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    record = _run_profile(config, out, args.data_dir, argv)
+    record = _run_profile(config, out, args.data_dir, argv, not args.no_probe)
     findings = evaluate(record, profile)
     table = Table(title=f"check --profile {profile.name} ({profile.epochs} epoch(s), seed {config.seed})")
     for col in ("backend", "metric", "value", "band", "seed", "result"):
@@ -271,7 +273,7 @@ def cmd_calibrate(args, argv) -> int:
     records = []
     for seed in args.seeds:
         config = _profile_config(args, profile, seed)
-        records.append(_run_profile(config, out / f"seed-{seed}", args.data_dir, argv))
+        records.append(_run_profile(config, out / f"seed-{seed}", args.data_dir, argv, not args.no_probe))
     new = calibrated_profile(dataclasses.replace(profile, backends=tuple(config.backends)), records)
     for m, b in new.bands.items():
         console.print(f"{new.name}.{m}: [{b.low}, {b.high}]  ({b.derivation})")

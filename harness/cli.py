@@ -122,8 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return args.func(args, argv)
     except HarnessError as exc:
+        from rich.markup import escape
+
         from harness.console import err_console
-        err_console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         return 130 if isinstance(exc, runner.Interrupted) else 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -202,7 +202,7 @@ def _run_child(job_file: Path, stderr_path: Path, timeout: float, handle) -> tup
     with open(stderr_path, "ab") as err:
         proc = subprocess.Popen([sys.executable, "-m", "harness.worker", str(job_file)],
                                 stdout=subprocess.PIPE, stderr=err, start_new_session=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                preexec_fn=_die_with_parent, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     deadline = time.monotonic() + timeout if timeout else None
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)
@@ -230,6 +230,14 @@ def _run_child(job_file: Path, stderr_path: Path, timeout: float, handle) -> tup
     finally:
         sel.close()
         proc.stdout.close()
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGKILL if the runner dies (a killed Ray worker, say), since the
+    child's own session keeps it out of the runner's process group."""
+    import ctypes
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _stop(proc: subprocess.Popen) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import backends
-from harness import atomic, cli, measure, results, stats
+from harness import atomic, cli, measure, results
 from harness.config import ModelConfig, RunConfig, parse_seeds
 from harness.errors import HarnessError
 from harness.runner import Interrupted
@@ -209,6 +209,7 @@ def apply_outcome(job: SweepJob, outcome: JobOutcome) -> None:
 def run(state: SweepState, sweep_dir: Path, executor, *,
         say: Callable[[str], None] = lambda line: None) -> SweepState:
     """Run every unfinished job of `state` on `executor`; sweep.json is rewritten after each job."""
+    from harness import stats  # pandas and SciPy: imported when a sweep runs, not by every command line
     todo = [j for j in state.jobs if j.status not in FINISHED]
     counter = iter(range(len(state.jobs) - len(todo) + 1, len(state.jobs) + 1))
     base, t0 = state.wall_seconds, time.perf_counter()

@@ -56,39 +56,17 @@ class Entry:
 
 # ---------------------------------------------------------------- loading and shared numbers
 
-def agreement_tolerance() -> tuple[float, str]:
-    """(tolerance in nats, where it came from): harness.check's measured targets when present."""
+def agreement_tolerance(epochs: int | None = None) -> tuple[float, str]:
+    """(tolerance in nats, where it came from): the calibrated targets of the profile for this length."""
+    from harness import check
     try:
-        from harness import check
-        targets = check.load_targets()
-    except (ImportError, AttributeError, HarnessError, OSError, ValueError, KeyError, TypeError):
-        return DEFAULT_AGREEMENT_TOLERANCE, "default; no measured targets"
-    value = _find_key(targets, ("max_backend_difference", "backend_tolerance", "agreement_tolerance"))
-    if isinstance(value, (int, float)) and value > 0:
-        return float(value), "from harness targets"
-    return DEFAULT_AGREEMENT_TOLERANCE, "default; targets name no backend tolerance"
-
-
-def _find_key(obj: Any, names: tuple[str, ...]) -> Any:
-    """The first value stored under one of `names`, searching nested dicts and dataclass-like objects."""
-    if isinstance(obj, dict):
-        for n in names:
-            if n in obj:
-                return obj[n]
-        children = list(obj.values())
-    elif hasattr(obj, "__dict__"):
-        for n in names:
-            if hasattr(obj, n):
-                return getattr(obj, n)
-        children = list(vars(obj).values())
-    else:
-        return None
-    for child in children:
-        if isinstance(child, dict) or hasattr(child, "__dict__"):
-            found = _find_key(child, names)
-            if found is not None:
-                return found
-    return None
+        profiles = check.load_targets()
+    except HarnessError:
+        return DEFAULT_AGREEMENT_TOLERANCE, "default; no readable targets file"
+    profile = next((p for p in profiles.values() if p.epochs == epochs), profiles.get("ci"))
+    if profile is None:
+        return DEFAULT_AGREEMENT_TOLERANCE, "default; no ci profile in the targets"
+    return profile.max_backend_difference, f"calibrated, targets profile '{profile.name}'"
 
 
 def load_entries(loaded: list[tuple[Path, RunRecord]]) -> list[Entry]:
@@ -475,6 +453,10 @@ def add_subcommands(sub) -> None:
 
 def cmd_report(args: argparse.Namespace, argv: list[str]) -> int:
     from harness.console import console
-    path = write_report(args.run_dirs, args.out or args.run_dirs[0])
+    if len(args.run_dirs) == 1 and (args.run_dirs[0] / "sweep.json").exists():
+        from harness.sweep_report import write_sweep_report
+        path = write_sweep_report(args.run_dirs[0], args.out or args.run_dirs[0])
+    else:
+        path = write_report(args.run_dirs, args.out or args.run_dirs[0])
     console.print(f"report: {path}")
     return 0

@@ -143,8 +143,9 @@ def test_lockstep_matches_float64_reference():
     """Parameters within the parity tolerance after 6 steps, and each step's loss within 1e-6.
 
     The loss check is the sharp one: a systematic error in Adam's step size shows there first
-    (measured: this backend <= 1.6e-7 on 3 data seeds; with plain optax.adam, whose steps are ~6e-6
-    too small, 2e-6 to 3e-6 by steps 5-6). It also pins the SUM loss (not the mean).
+    (measured: with optax.adam, whose steps are ~6.6e-6 smaller than torch's, 2e-6 to 3e-6 by steps
+    5-6; with exact bias corrections <= 1.6e-7). It also pins the SUM loss (not the mean). The 50-step
+    comparison on real MNIST is tests/test_backends.py.
     """
     rng = np.random.default_rng(7)
     params = init_params(1)
@@ -155,25 +156,7 @@ def test_lockstep_matches_float64_reference():
     losses = [b.lockstep_step(x, e) for x, e in zip(batches, noise)]
     ref_params, ref_losses = ref.train_steps(params, batches, noise)
     assert_params_close(ref_params, b.get_state(), rtol=ref.PARITY_RTOL)
-    np.testing.assert_allclose(losses, ref_losses, rtol=1e-6)
-
-
-def test_fifty_steps_agree_with_torch():
-    """50 lockstep steps from the same weights, batches and noise: parameters agree with torch's.
-    (Data seed 8: some seeds put a gradient entry at the rounding-noise level, where Adam turns float32
-    rounding into O(lr) differences for torch vs the float64 reference as well; measured on seeds 8-12,
-    torch itself is at 4e-6 to 1e-5 on three and 3e-4 to 5e-4 on two.)"""
-    pytest.importorskip("torch")
-    rng = np.random.default_rng(8)
-    params = init_params(1)
-    batches = [mnist_like(rng, M.batch_size) for _ in range(50)]
-    noise = [rng.standard_normal((M.batch_size, M.latent_dim)).astype(np.float32) for _ in range(50)]
-    jx, th = JaxBackend(), backends.create("torch")
-    for b in (jx, th):
-        b.setup(params, batches[0], batches[0], RunConfig(threads=1))
-        for x, e in zip(batches, noise):
-            b.lockstep_step(x, e)
-    assert_params_close(th.get_state(), jx.get_state(), rtol=ref.PARITY_RTOL)
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
 
 
 def test_state_round_trip_is_exact_and_training_continues(data):
@@ -266,7 +249,8 @@ def test_adam_is_torch_adam():
         expected -= (lr / bc1) * m / (np.sqrt(v) / math.sqrt(bc2) + eps)
         inside -= lr * (m / bc1) / np.sqrt(v / bc2 + eps)
     p, opt_state = adam_updates(make_adam(M), p0, grads)
-    np.testing.assert_allclose(p, expected, rtol=5e-7, atol=0)
+    # optax's float32 bias correction (see test_optax_bias_correction_is_float32) costs up to ~1.3e-5.
+    np.testing.assert_allclose(p, expected, rtol=2e-5, atol=0)
     assert abs(inside[2] - expected[2]) > 1e-4
     assert int(opt_state[0].count) == 3
     torch = pytest.importorskip("torch")
@@ -275,18 +259,17 @@ def test_adam_is_torch_adam():
     for g in grads:
         w.grad = torch.tensor(g, dtype=torch.float32)
         opt.step()
-    np.testing.assert_allclose(p, w.detach().numpy(), rtol=3e-7, atol=0)  # ~2 float32 ulps
+    np.testing.assert_allclose(p, w.detach().numpy(), rtol=2e-5, atol=0)
 
 
-def test_why_not_plain_optax_adam():
-    """optax.adam computes 1 - b2**t in float32 and so makes each step ~6e-6 (relative) too small.
-    If this fails, optax computes the bias correction accurately now: use optax.adam in make_adam."""
+def test_optax_bias_correction_is_float32():
+    """The one measured difference between optax.adam and torch.optim.Adam: optax computes 1 - b2**t in
+    float32, so its first step is 3e-6 to 2e-5 (relative) smaller than the exact one (torch: exact).
+    If this fails, optax changed; update the module docstring of backends/jax_flax.py."""
     p0, g = np.zeros(3), [np.array([1.0, 1e-3, -1e-6])]
     exact = -M.learning_rate * np.sign(g[0]) * np.abs(g[0]) / (np.abs(g[0]) + M.adam_eps)  # step 1 in closed form
     ours = adam_updates(make_adam(M), p0, g)[0]
-    plain = adam_updates(optax.adam(M.learning_rate, M.beta1, M.beta2, M.adam_eps), p0, g)[0]
-    assert np.max(np.abs(ours / exact - 1)) < 1e-6
-    assert np.min(np.abs(plain / exact - 1)) > 3e-6
+    assert 3e-6 < np.min(np.abs(ours / exact - 1)) and np.max(np.abs(ours / exact - 1)) < 2e-5
 
 
 def test_evaluate_and_decode_match_the_reference(data):

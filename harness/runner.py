@@ -170,11 +170,11 @@ def _run_one(record: RunRecord, job: Job, result: BackendResult, run_dir: Path, 
 def _apply_event(r: BackendResult, ev: dict, probe, config: RunConfig, n_train: int) -> None:
     kind = ev["event"]
     if kind == "started":
-        r.threads, r.backend_info = ev["threads"], ev["backend_info"]
+        r.threads = ev["threads"]
     elif kind == "resumed":
         r.epochs = [e for e in r.epochs if e.epoch < ev["epoch"]] + [EpochRecord(**ev["record"])]
     elif kind == "setup":
-        r.setup_seconds = ev["setup_seconds"]
+        r.setup_seconds, r.backend_info = ev["setup_seconds"], ev["backend_info"]
         r.memory.update(ev["memory"])
     elif kind == "compiled":
         if r.compile_seconds is None:  # a resumed job compiles again; the first figure stands

@@ -80,8 +80,7 @@ def train(job: dict, events: Events) -> None:
 
     config = dataclasses.replace(config, threads=threads)
     backend = backends.create(backend_name)
-    events.send("started", pid=os.getpid(), threads=threads,
-                backend_info=framework_info(backend_name, config))
+    events.send("started", pid=os.getpid(), threads=threads)
 
     mnist = data.load(job["data_dir"], allow_download=False)
     train_x, test_x = mnist.train_x, mnist.test_x
@@ -100,7 +99,8 @@ def train(job: dict, events: Events) -> None:
         start_epoch, elapsed = meta["epoch"] + 1, meta["elapsed_seconds"]
         events.send("resumed", epoch=meta["epoch"], record=meta["record"])
     backend.synchronize()
-    events.send("setup", setup_seconds=time.perf_counter() - t,
+    # After setup: backends apply their precision settings there, and the record must show the real ones.
+    events.send("setup", setup_seconds=time.perf_counter() - t, backend_info=framework_info(backend_name, config),
                 memory={"rss_before_training_bytes": current_rss_bytes(), **_prefix(backend.device_memory(), "device_before_training_")})
 
     t = time.perf_counter()

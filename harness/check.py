@@ -206,6 +206,8 @@ def add_subcommands(sub) -> None:
     p.add_argument("--targets", type=Path, default=TARGETS_FILE)
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--no-probe", action="store_true", help="skip the matmul peak / floor probe")
+    p.add_argument("--from", dest="from_run", type=Path, default=None, metavar="RUN_DIR",
+                   help="judge an existing run (any device) instead of training")
     add_run_flags(p, default_epochs=None)
     p.set_defaults(func=cmd_check, backends=None)
 
@@ -243,12 +245,17 @@ def cmd_check(args, argv) -> int:
     from rich.table import Table
 
     from harness.console import console
+    from harness import results
     profile = get_profile(args.profile, args.targets)
-    config = _profile_config(args, profile, args.seed if args.seed is not None else profile.seed)
-    out = args.out or Path("runs") / f"check-{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    record = _run_profile(config, out, args.data_dir, argv, not args.no_probe)
+    if args.from_run:
+        out, record = args.from_run, results.load(args.from_run)
+        seed = record.config.get("seed")
+    else:
+        config = _profile_config(args, profile, args.seed if args.seed is not None else profile.seed)
+        out = args.out or Path("runs") / f"check-{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        record, seed = _run_profile(config, out, args.data_dir, argv, not args.no_probe), config.seed
     findings = evaluate(record, profile)
-    table = Table(title=f"check --profile {profile.name} ({profile.epochs} epoch(s), seed {config.seed})")
+    table = Table(title=f"check --profile {profile.name} ({profile.epochs} epoch(s), seed {seed})")
     for col in ("backend", "metric", "value", "band", "seed", "result"):
         table.add_column(col)
     for f in findings:

@@ -13,9 +13,9 @@ chaotically, to 1e-2 of the weights after 50 steps, as large as a real bug. From
 step is checked strictly and nothing compounds. The free-running distance is still reported.
 
 Pass rule, per backend, over all N steps: every per-step batch loss within LOSS_RTOL of the reference,
-and in each step at most KINK_BUDGET parameter entries outside PARITY_RTOL * max|ref| of their tensor.
-Measured here (seed 1, 50 steps): torch and torch-compile have 1 such entry in 1 step; Adam with eps
-inside the sqrt has 302-1835 per step, a mean reduction 594-512634, a flipped KL sign 16339-173595.
+and in each step at most KINK_BUDGET parameter entries outside STEP_RTOL * max|ref| of their tensor.
+Measured here (seed 1, 50 steps), see KINK_BUDGET: correct backends 0-7 such entries in their worst
+step, wrong formulas 1835 and more.
 """
 from __future__ import annotations
 
@@ -31,9 +31,19 @@ from harness.config import PARAM_ORDER, RunConfig, epoch_permutation, init_param
 # Per-step loss agreement (relative). A batch loss is a float32 sum of ~1e5 terms (rounding ~1e-6 of
 # it); a mean-instead-of-sum reduction or a wrong KL term is off by far more than 1e-4.
 LOSS_RTOL = 1e-4
-# Entries per step allowed beyond PARITY_RTOL: a ReLU kink flip of one (sample, unit) moves a few
-# entries of that unit's weights; any wrong formula moves hundreds or more (see module docstring).
-KINK_BUDGET = 8
+# Per entry, per teacher-forced step: |cand - ref| <= STEP_RTOL * max|ref| of the tensor. One step from a
+# common state moves a weight by <= lr = 1e-3 with float32 relative error ~1e-4 at worst (Adam's
+# normalised step of a gradient known to ~1e-4), i.e. ~1e-7 absolute against weights of 0.04-0.2;
+# measured worst entry over 50 steps: 5e-5 to 8e-5 of max|ref| (see the parity table).
+STEP_RTOL = reference.PARITY_RTOL
+# Entries per step allowed beyond STEP_RTOL: 64, one in 10,000 of the model's 652,824 parameters.
+# Two legitimate float32 effects move isolated entries by up to ~lr: a ReLU input within rounding of
+# zero taking the other branch, and a gradient entry at rounding-noise level (a sum that cancels),
+# which Adam's normalised step turns into an O(lr) difference. Measured worst step over 50 (seed 1):
+# torch 0, torch-compile 0, torch-reference 0, jax 7 (XLA's reductions round differently from MKL's).
+# Every wrong formula moves hundreds or more: Adam with eps inside the sqrt 1835, a mean reduction
+# 512634, a flipped KL sign 173595 (worst steps).
+KINK_BUDGET = 64
 
 
 @dataclass
@@ -88,7 +98,7 @@ def reference_step(state: dict[str, np.ndarray], x, eps, model) -> tuple[dict, r
 
 
 def relative_errors(ref: dict, cand: dict) -> dict[str, np.ndarray]:
-    """|cand - ref| / max|ref| per entry, per tensor (the scale of reference.compare)."""
+    """|cand - ref| / max|ref| per entry, per tensor: rounding in a tensor scales with its largest entries."""
     return {k: np.abs(np.asarray(cand[k], np.float64) - ref[k]) / np.abs(ref[k]).max() for k in PARAM_ORDER}
 
 
@@ -129,7 +139,7 @@ def run_backend(name: str, chain: ReferenceChain, config: RunConfig, free_runnin
         backend.set_state(state)
         loss = backend.lockstep_step(x, eps)
         errs = relative_errors(ref_params, backend.get_state())
-        outliers.append(sum(int((e > reference.PARITY_RTOL).sum()) for e in errs.values()))
+        outliers.append(sum(int((e > STEP_RTOL).sum()) for e in errs.values()))
         worst = {k: max(worst[k], float(errs[k].max())) for k in PARAM_ORDER}
         loss_err = max(loss_err, abs(loss - ref_loss) / abs(ref_loss))
     free = {}
@@ -171,12 +181,12 @@ def cmd_parity(args, argv) -> int:
     mnist = data.load(args.data_dir)
     reports = run(list(config.backends), mnist.train_x, args.steps, config)
     table = Table(title=f"lockstep parity over {args.steps} teacher-forced steps vs the float64 reference: "
-                        f"worst |diff| / max|ref| per tensor (tolerance {reference.PARITY_RTOL:g})")
+                        f"worst |diff| / max|ref| per tensor (tolerance {STEP_RTOL:g})")
     table.add_column("parameter")
     for r in reports:
         table.add_column(r.backend, justify="right")
     for name in PARAM_ORDER:
-        table.add_row(name, *(_cell(r.worst[name], r.worst[name] <= reference.PARITY_RTOL) for r in reports))
+        table.add_row(name, *(_cell(r.worst[name], r.worst[name] <= STEP_RTOL) for r in reports))
     table.add_row("entries beyond tol. (worst step)",
                   *(_count(max(r.outliers), max(r.outliers) <= KINK_BUDGET) for r in reports))
     table.add_row("per-step loss rel. error", *(_cell(r.max_loss_rel_err, r.max_loss_rel_err <= LOSS_RTOL) for r in reports))

@@ -1,0 +1,98 @@
+"""Where the time of a training epoch goes, per backend (the README's performance breakdown).
+
+    python benchmarks/profile_backends.py [torch torch-compile jax] [--threads N]
+
+torch backends: torch.profiler over 100 steady-state steps, self CPU time grouped into matrix
+products, optimizer, indexing, elementwise/other; jax: the same epoch timed with and without the Adam
+update (XLA fuses everything into one program, so its profile is the difference of two programs).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+
+from harness import data  # noqa: E402
+from harness.config import RunConfig, epoch_permutation, init_params, noise_seed  # noqa: E402
+
+GROUPS = {"mm": "matrix products", "addmm": "matrix products", "bmm": "matrix products",
+          "adam": "optimizer", "_fused_adam": "optimizer", "index_select": "data indexing",
+          "randn": "noise", "normal": "noise"}
+
+
+def torch_breakdown(name: str, threads: int, mnist) -> dict[str, float]:
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    import backends
+    torch.set_num_threads(threads)
+    b = backends.create(name)
+    n = 128 * 100
+    b.setup(init_params(1), mnist.train_x[:n], mnist.test_x, RunConfig(threads=threads, train_limit=n))
+    b.warmup()
+    b.train_epoch(epoch_permutation(1, 1, n), noise_seed(1, 1))
+    t = time.perf_counter()
+    b.train_epoch(epoch_permutation(1, 2, n), noise_seed(1, 2))
+    wall = time.perf_counter() - t
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        b.train_epoch(epoch_permutation(1, 3, n), noise_seed(1, 3))
+    groups: dict[str, float] = defaultdict(float)
+    for ev in prof.key_averages():
+        key = ev.key.split("::")[-1].lower()
+        group = next((g for k, g in GROUPS.items() if k in key), None)
+        if group is None and ("compiled" in key or "cpp_fused" in key or "inductor" in key):
+            group = "compiled kernels"
+        groups[group or "elementwise and other ops"] += ev.self_cpu_time_total / 1e6
+    total = sum(groups.values())
+    out = {g: v / total * wall / 100 * 1e3 for g, v in groups.items()}  # ms per step, scaled to wall
+    out["wall ms/step"] = wall / 100 * 1e3
+    return out
+
+
+def jax_breakdown(threads: int, mnist) -> dict[str, float]:
+    import jax
+    import optax
+
+    import backends.jax_flax as jf
+    from harness.config import ModelConfig
+    n = 128 * 100
+    res = {}
+    for label, make in (("with adam", jf.make_adam), ("sgd instead of adam", lambda m: optax.sgd(m.learning_rate))):
+        jf.make_adam = make
+        jf.programs.cache_clear()
+        b = jf.JaxBackend()
+        b.setup(init_params(1), mnist.train_x[:n], mnist.test_x, RunConfig(threads=threads, train_limit=n))
+        b.warmup()
+        b.train_epoch(epoch_permutation(1, 1, n), noise_seed(1, 1))
+        best = min(_time(lambda e=e: b.train_epoch(epoch_permutation(1, e, n), noise_seed(1, e))) for e in range(2, 6))
+        res[label] = best / 100 * 1e3
+    del jax, ModelConfig
+    return {"wall ms/step": res["with adam"], "optimizer (difference)": res["with adam"] - res["sgd instead of adam"]}
+
+
+def _time(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("backends", nargs="*", default=["torch", "torch-compile", "jax"])
+    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    args = p.parse_args()
+    mnist = data.load()
+    for name in args.backends:
+        result = jax_breakdown(args.threads, mnist) if name == "jax" else torch_breakdown(name, args.threads, mnist)
+        print(name, {k: round(v, 2) for k, v in sorted(result.items(), key=lambda kv: -kv[1])})
+
+
+if __name__ == "__main__":
+    main()

@@ -28,7 +28,11 @@ def test_ci_profile_passes_for_every_backend(ci_run):
         losses[r.backend] = r.epochs[0].test_loss
         assert EPOCH1_TEST_LOSS[0] <= r.epochs[0].test_loss <= EPOCH1_TEST_LOSS[1], r.backend
         assert r.epochs[0].test_loss_sampled > r.epochs[0].test_loss  # one sampled z costs nats
-    assert max(losses.values()) - min(losses.values()) <= 1.0, losses
+    # Issue 4: the three fast backends within 1.0 nat on the same seed, each with its own noise RNG
+    # (measured, seed 1: 117.91-118.62); all four within the calibrated agreement tolerance.
+    three = [losses[b] for b in ("torch", "torch-compile", "jax")]
+    assert max(three) - min(three) <= 1.0, losses
+    assert max(losses.values()) - min(losses.values()) <= profile.max_backend_difference, losses
     assert "FAIL" not in proc.stdout
 
 

@@ -171,7 +171,7 @@ def _speed_sentences(entries: list[Entry]) -> list[str]:
 
 def verdict(entries: list[Entry]) -> str:
     """One paragraph: agreement, the fastest backend per device, failures, and how short the run was."""
-    tol, source = agreement_tolerance()
+    tol, source = agreement_tolerance(max((e.record.config.get("epochs", 0) for e in entries), default=None))
     parts = _agreement_sentences(entries, tol, source) or [
         "No two backends finished a common epoch on the same seed, so agreement cannot be judged."]
     parts += _speed_sentences(entries) or ["No backend finished a timed steady epoch."]

@@ -37,6 +37,17 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+def ensure_writable_dir(path: Path, label: str) -> None:
+    """Create `path` if needed and prove a file can be written there, before any work starts."""
+    from harness.errors import HarnessError
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        write_text(path / ".write-test", "")
+        (path / ".write-test").unlink()
+    except OSError as exc:
+        raise HarnessError(f"cannot write to {label} {path}: {exc.strerror or exc}") from None
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 

@@ -36,24 +36,27 @@ class Parser(argparse.ArgumentParser):
         raise HarnessError(f"{self.prog}: {message}")
 
 
-def positive_int(text: str) -> int:
+def _number(text: str, cast, minimum, problem: str):
+    """Parse a flag value as int or float and enforce a lower bound, for argparse's `type=`."""
     try:
-        value = int(text)
+        value = cast(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+        raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if cast is int else 'a number'}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{text!r} is {problem}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _number(text, int, 1, "not a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    return _number(text, int, 0, "negative")
 
 
 def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is negative")
-    return value
+    return _number(text, float, 0.0, "negative")
 
 
 def backend_list(text: str) -> tuple[str, ...]:

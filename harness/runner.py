@@ -66,12 +66,7 @@ def prepare_run_dir(run_dir: Path, *, resume: bool, force: bool) -> None:
                            "--force to overwrite it, or another --out")
     if run_dir.exists() and not run_dir.is_dir():
         raise HarnessError(f"--out {run_dir} exists and is not a folder")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic.write_text(run_dir / ".write-test", "")
-        (run_dir / ".write-test").unlink()
-    except OSError as exc:
-        raise HarnessError(f"cannot write to output folder {run_dir}: {exc.strerror or exc}") from None
+    atomic.ensure_writable_dir(run_dir, "output folder")
 
 
 def execute(config: RunConfig, run_dir: Path, data_dir: Path, *, command: str = "", resume: bool = False,

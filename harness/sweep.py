@@ -278,12 +278,7 @@ def prepare_dir(sweep_dir: Path, jobs: list[SweepJob], *, resume: bool, force: b
             shutil.rmtree(sweep_dir / job.run_dir, ignore_errors=True)
     if sweep_dir.exists() and not sweep_dir.is_dir():
         raise HarnessError(f"--out {sweep_dir} exists and is not a folder")
-    try:
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        atomic.write_text(sweep_dir / ".write-test", "")
-        (sweep_dir / ".write-test").unlink()
-    except OSError as exc:
-        raise HarnessError(f"cannot write to sweep folder {sweep_dir}: {exc.strerror or exc}") from None
+    atomic.ensure_writable_dir(sweep_dir, "sweep folder")
 
 
 def _now() -> str:
@@ -302,16 +297,6 @@ def _int_list(text: str) -> tuple[int, ...]:
     return values
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is negative")
-    return value
-
-
 def _device_list(text: str) -> list[str]:
     return [d.strip() for d in text.split(",") if d.strip()]
 
@@ -322,7 +307,7 @@ def _coerce(key: str, value: Any) -> Any:
     parse = {"backends": cli.backend_list, "seeds": cli.seed_list, "latent_dims": _int_list,
              "devices": _device_list, "epochs": cli.positive_int, "threads": cli.positive_int,
              "train_limit": cli.positive_int, "test_limit": cli.positive_int, "timeout": cli.non_negative_float,
-             "max_retries": _non_negative_int, "target_loss": float}.get(key)
+             "max_retries": cli.non_negative_int, "target_loss": float}.get(key)
     if parse is None:
         return value
     try:
@@ -432,7 +417,7 @@ def add_subcommands(sub) -> None:
         p.add_argument(flag, type=cli.positive_int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--executor", choices=EXECUTORS, default=None, help="local (default) or ray")
     p.add_argument("--address", default=None, metavar="HOST:PORT", help="Ray cluster (--executor ray)")
-    p.add_argument("--max-retries", dest="max_retries", type=_non_negative_int, default=None,
+    p.add_argument("--max-retries", dest="max_retries", type=cli.non_negative_int, default=None,
                    help="Ray retries of a job whose node or worker died (default 2)")
     p.add_argument("--data-dir", default=None, help="folder with the four MNIST IDX files")
     p.add_argument("--out", type=Path, default=None, help="sweep folder (default runs/sweep-<time>)")

@@ -106,6 +106,9 @@ def build_parser() -> Parser:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--target-loss", type=float, default=None,
                    help="test_loss threshold for time-to-quality (default: the CI target, else 100)")
+    p.add_argument("--repeats", type=non_negative_int, default=0, metavar="K",
+                   help="K extra timed epochs per backend after training, on a saved copy of the state, "
+                        "for tighter steady-state figures (losses and params unchanged)")
     p.add_argument("--out", type=Path, default=None, help="run folder (default runs/<time>)")
     p.add_argument("--resume", type=Path, default=None, metavar="DIR", help="continue an interrupted run")
     p.add_argument("--force", action="store_true", help="overwrite the run already in --out")
@@ -154,6 +157,7 @@ def run_config(args) -> RunConfig:
         precision="tf32" if args.allow_tf32 else "float32",
         train_limit=args.train_limit or 0, test_limit=args.test_limit or 0, timeout=args.timeout,
         target_loss=args.target_loss if getattr(args, "target_loss", None) is not None else default_target(),
+        repeats=getattr(args, "repeats", 0),
     )
 
 

@@ -73,6 +73,7 @@ class RunConfig:
     test_limit: int = 0
     timeout: float = 0.0  # seconds per backend, 0 = none
     target_loss: float = 100.0
+    repeats: int = 0  # extra timed epochs after training, on a saved copy of the state (timing only)
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def to_dict(self) -> dict:

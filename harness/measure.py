@@ -48,17 +48,19 @@ def eval_flops_per_sample(m: ModelConfig = ModelConfig()) -> int:
 
 
 def summarize(epochs: list[dict], config: RunConfig, compile_seconds: float | None,
-              probe: dict | None, n_train: int) -> dict[str, Any]:
-    """Steady-state figures of one backend from its epoch records (dicts of EpochRecord fields)."""
+              probe: dict | None, n_train: int, repeat_seconds: list[float] = ()) -> dict[str, Any]:
+    """Steady-state figures of one backend from its epoch records (dicts of EpochRecord fields) and
+    the extra timed epochs of --repeats."""
     if not epochs:
         return {}
     steady = epochs[1:] or epochs  # a 1-epoch run has no steady state; say so via steady_epochs
-    secs = [e["train_seconds"] for e in steady]
+    secs = [e["train_seconds"] for e in steady] + list(repeat_seconds)
     evals = [e["eval_seconds"] for e in steady]
     median = statistics.median(secs)
     flops = train_flops_per_sample(config.model) * n_train
     out: dict[str, Any] = {
         "steady_epochs": len(epochs) - 1,
+        "repeats": len(repeat_seconds),
         "steady_seconds_per_epoch": median,
         "steady_seconds_min": min(secs),
         "steady_seconds_max": max(secs),

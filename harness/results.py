@@ -54,6 +54,7 @@ class BackendResult:
     memory: dict[str, float] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)  # derived by harness.measure.summarize
     backend_info: dict[str, Any] = field(default_factory=dict)  # framework versions, compile mode, ...
+    repeat_seconds: list[float] = field(default_factory=list)  # --repeats: extra timed epochs
     stderr_tail: str | None = None
     params_file: str | None = None
 

@@ -184,12 +184,15 @@ def _apply_event(r: BackendResult, ev: dict, probe, config: RunConfig, n_train: 
         r.status = "diverged"
         r.error = (f"diverged at epoch {ev['epoch']} (losses {', '.join(ev['losses'])}); "
                    f"last finite train loss {ev['last_finite_loss']}")
+    elif kind == "repeats":
+        r.repeat_seconds = ev["train_seconds"]
     elif kind == "done":
         r.status, r.params_file = "ok", ev["params_file"]
         r.memory.update(ev["memory"])
     elif kind == "error":
         r.status, r.error = "failed", ev["message"]
-    r.summary = summarize([dataclasses.asdict(e) for e in r.epochs], config, r.compile_seconds, probe, n_train)
+    r.summary = summarize([dataclasses.asdict(e) for e in r.epochs], config, r.compile_seconds, probe, n_train,
+                          r.repeat_seconds)
 
 
 def _run_child(job_file: Path, stderr_path: Path, timeout: float, handle) -> tuple[int | None, bool]:

@@ -134,9 +134,24 @@ def train(job: dict, events: Events) -> None:
                         {"epoch": epoch, "elapsed_seconds": elapsed, "record": record.__dict__})
         events.send("epoch", record=record.__dict__, memory=_memory(backend))
 
+    if config.repeats:
+        events.send("repeats", train_seconds=timed_repeats(backend, config.repeats, seed, config.epochs, n))
     params = {k: v for k, v in backend.get_state().items() if not k.startswith("adam.")}
     atomic.write_npz(job_dir / PARAMS, params)
     events.send("done", params_file=PARAMS, memory=_memory(backend))
+
+
+def timed_repeats(backend, repeats: int, seed: int, epochs: int, n: int) -> list[float]:
+    """`repeats` more timed training epochs for tighter steady-state figures; the trained state is
+    saved before and restored after, so losses and saved params are those of the run itself."""
+    saved = backend.get_state()
+    seconds = []
+    for r in range(1, repeats + 1):
+        t = time.perf_counter()
+        backend.train_epoch(epoch_permutation(seed, epochs + r, n), noise_seed(seed, epochs + r))
+        seconds.append(time.perf_counter() - t)
+    backend.set_state(saved)
+    return seconds
 
 
 def _prefix(d: dict, prefix: str) -> dict:

@@ -140,3 +140,15 @@ def test_results_schema_round_trip(tmp_dir_factory_results, res, config):
 @pytest.fixture(scope="module")
 def tmp_dir_factory_results(tmp_path_factory):
     return tmp_path_factory.mktemp("schema")
+
+
+def test_repeats_add_timings_but_change_no_number(tmp_path):
+    plain, repeated = tmp_path / "plain", tmp_path / "repeated"
+    assert run_small(plain, "torch", epochs=2).returncode == 0
+    assert run_small(repeated, "torch", "--repeats", "3", epochs=2).returncode == 0
+    a, b = by_backend(plain)["torch"], by_backend(repeated)["torch"]
+    assert len(b.repeat_seconds) == 3 and b.summary["repeats"] == 3 and not a.repeat_seconds
+    assert [e.test_loss for e in a.epochs] == [e.test_loss for e in b.epochs]
+    with np.load(plain / "torch" / "params.npz") as pa, np.load(repeated / "torch" / "params.npz") as pb:
+        for k in pa.files:
+            np.testing.assert_array_equal(pa[k], pb[k])

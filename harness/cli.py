@@ -196,10 +196,9 @@ def cmd_run(args, argv) -> int:
                                 probe=not args.no_probe, on_event=progress.on_event)
     console.print(results_table(record))
     print_failures(record)
+    console.print(f"results: {run_dir / results.RESULTS_FILE}")
     if not args.no_report:
         from harness import report
-        path = report.write_report([run_dir], run_dir)
-        console.print(f"report: {path}")
-    console.print(f"results: {run_dir / results.RESULTS_FILE}")
+        console.print(f"report: {report.write_report([run_dir], run_dir)}")
     return 0 if all(r.status == "ok" for r in record.results) else 1
 

@@ -120,6 +120,17 @@ class ExitBackend(TorchEagerBackend):
         return super().train_epoch(perm, noise_seed)
 
 
+class SlowBackend(TorchEagerBackend):
+    """The torch backend plus a pause after each epoch, so a test can interrupt a run mid-way."""
+
+    name = "slow-torch"
+
+    def train_epoch(self, perm, noise_seed):
+        loss = super().train_epoch(perm, noise_seed)
+        time.sleep(1.0)
+        return loss
+
+
 class HangBackend(TorchEagerBackend):
     name = "fault-hang"
 
@@ -128,5 +139,5 @@ class HangBackend(TorchEagerBackend):
 
 
 for cls in (KLSignBackend, MeanReductionBackend, EpsInsideSqrtBackend, LargeLRBackend,
-            RaisingBackend, NaNBackend, ExitBackend, HangBackend):
+            RaisingBackend, NaNBackend, ExitBackend, SlowBackend, HangBackend):
     register(cls.name, BackendSpec(__name__, cls.__name__, "torch", "torch", cls.__doc__ or cls.name))

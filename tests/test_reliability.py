@@ -67,16 +67,17 @@ def test_timeout_is_a_failure_not_a_hang(tmp_path):
 
 
 def test_sigint_keeps_finished_epochs_and_resume_is_bit_identical(tmp_path):
+    # slow-torch = torch + 1 s pause per epoch, so the signal surely lands mid-run on a fast machine.
     full, cut = tmp_path / "full", tmp_path / "cut"
-    assert run_small(full, "torch", epochs=4).returncode == 0
+    assert run_small(full, "slow-torch", epochs=4).returncode == 0
 
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", "--backends", "torch", "--epochs", "4",
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", "--backends", "slow-torch", "--epochs", "4",
                              "--out", cut, *SMALL], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:  # wait for the first finished epoch on disk
         try:
-            if by_backend(cut)["torch"].epochs:
+            if by_backend(cut)["slow-torch"].epochs:
                 break
         except Exception:
             pass
@@ -86,16 +87,16 @@ def test_sigint_keeps_finished_epochs_and_resume_is_bit_identical(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert time.monotonic() - sent < 10
     assert proc.returncode == 130 and "--resume" in err and "Traceback" not in err
-    interrupted = by_backend(cut)["torch"]
+    interrupted = by_backend(cut)["slow-torch"]
     assert interrupted.status == "interrupted" and 1 <= len(interrupted.epochs) < 4
 
     resumed = harness("run", "--resume", cut, "--no-report")
     assert resumed.returncode == 0, resumed.stderr
-    a, b = by_backend(full)["torch"], by_backend(cut)["torch"]
+    a, b = by_backend(full)["slow-torch"], by_backend(cut)["slow-torch"]
     assert b.status == "ok"
     for ea, eb in zip(a.epochs, b.epochs, strict=True):
         assert (ea.train_loss, ea.test_loss, ea.test_loss_sampled) == (eb.train_loss, eb.test_loss, eb.test_loss_sampled)
-    with np.load(full / "torch" / "params.npz") as pa, np.load(cut / "torch" / "params.npz") as pb:
+    with np.load(full / "slow-torch" / "params.npz") as pa, np.load(cut / "slow-torch" / "params.npz") as pb:
         for k in pa.files:
             np.testing.assert_array_equal(pa[k], pb[k])
 

@@ -13,7 +13,6 @@ checked by tests/test_backends.py.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from backends import torch_common as tc

@@ -17,7 +17,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
 
 from harness import data  # noqa: E402
 from harness.config import RunConfig, epoch_permutation, init_params, noise_seed  # noqa: E402
@@ -57,11 +56,9 @@ def torch_breakdown(name: str, threads: int, mnist) -> dict[str, float]:
 
 
 def jax_breakdown(threads: int, mnist) -> dict[str, float]:
-    import jax
     import optax
 
     import backends.jax_flax as jf
-    from harness.config import ModelConfig
     n = 128 * 100
     res = {}
     for label, make in (("with adam", jf.make_adam), ("sgd instead of adam", lambda m: optax.sgd(m.learning_rate))):
@@ -73,7 +70,6 @@ def jax_breakdown(threads: int, mnist) -> dict[str, float]:
         b.train_epoch(epoch_permutation(1, 1, n), noise_seed(1, 1))
         best = min(_time(lambda e=e: b.train_epoch(epoch_permutation(1, e, n), noise_seed(1, e))) for e in range(2, 6))
         res[label] = best / 100 * 1e3
-    del jax, ModelConfig
     return {"wall ms/step": res["with adam"], "optimizer (difference)": res["with adam"] - res["sgd instead of adam"]}
 
 

@@ -8,7 +8,6 @@ the backends disagree with each other on the same seed.
 from __future__ import annotations
 
 import dataclasses
-import os
 import statistics
 import time
 import tomllib

@@ -91,7 +91,9 @@ def run_jobs(record: RunRecord, jobs: list[Job], run_dir: Path, data_dir: Path, 
              on_event: Callable[[BackendResult, dict], None] = lambda r, e: None) -> RunRecord:
     """Run every unfinished job in turn; the record is saved after each event."""
     results.save(record, run_dir)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    # Both signals stop the run cleanly. SIGINT is set explicitly too: a process started in the
+    # background by a non-interactive shell inherits SIGINT as ignored, and Ctrl-C must still work.
+    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         for job in jobs:
             result = record.find(job.backend, job.device, job.seed)
@@ -107,7 +109,8 @@ def run_jobs(record: RunRecord, jobs: list[Job], run_dir: Path, data_dir: Path, 
             results.save(record, run_dir)
             on_event(result, {"event": "finished"})
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return record
 
 

@@ -233,9 +233,8 @@ def _run_profile(config: RunConfig, out: Path, data_dir, argv, probe: bool) -> o
     from harness.console import RunProgress, console
     mnist_dir, _ = data.locate(data_dir)
     runner.prepare_run_dir(out, resume=False, force=True)
-    record = runner.new_record(config, {}, "")
     console.print(f"{config.backends} seed {config.seed}, {config.epochs} epoch(s) -> {out}")
-    with RunProgress(record, config.epochs) as progress:
+    with RunProgress(config.epochs) as progress:
         return runner.execute(config, out, mnist_dir, command="python -m harness " + " ".join(argv),
                               probe=probe, on_event=progress.on_event)
 

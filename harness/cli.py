@@ -141,8 +141,8 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_data(args, argv) -> int:
     from harness.console import console
     mnist = data.load(args.data_dir)
-    console.print(f"MNIST verified (4 files, standard md5s) in {mnist.directory}")
-    console.print(f"source: {mnist.source}; train {mnist.train_x.shape}, test {mnist.test_x.shape}")
+    console.print(mnist.describe())
+    console.print(f"train {mnist.train_x.shape}, test {mnist.test_x.shape}")
     return 0
 
 
@@ -187,11 +187,10 @@ def cmd_run(args, argv) -> int:
             console.print(f"device auto: chose {config.device}")
         run_dir = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
         runner.prepare_run_dir(run_dir, resume=False, force=args.force)
-        record = runner.new_record(config, {}, "")
     mnist_dir, source = data.locate(args.data_dir)
     console.print(f"MNIST: {mnist_dir} ({source}); results: {run_dir / results.RESULTS_FILE}")
     command = "python -m harness " + " ".join(shlex.quote(a) for a in argv)
-    with RunProgress(record, config.epochs) as progress:
+    with RunProgress(config.epochs) as progress:
         record = runner.execute(config, run_dir, mnist_dir, command=command, resume=bool(args.resume),
                                 probe=not args.no_probe, on_event=progress.on_event)
     console.print(results_table(record))

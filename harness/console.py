@@ -15,14 +15,14 @@ err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isa
 
 
 class RunProgress:
-    """One bar per job, advanced on every epoch event from the runner."""
+    """One bar per job, added at the job's first event and advanced on every epoch event."""
 
-    def __init__(self, record: RunRecord, epochs: int):
+    def __init__(self, epochs: int):
+        self.epochs = epochs
         self.progress = Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
                                  console=console, transient=False)
-        self.tasks = {r.key: self.progress.add_task(r.backend, total=epochs, completed=len(r.epochs),
-                                                    status=r.status) for r in record.results}
+        self.tasks: dict = {}
 
     def __enter__(self):
         self.progress.__enter__()
@@ -39,6 +39,8 @@ class RunProgress:
             status = f"{status}  test_loss {e.test_loss:.2f}  {e.train_seconds:.2f} s/epoch"
         if kind == "compiled":
             status += f"  (compile {event['compile_seconds']:.1f} s)"
+        if result.key not in self.tasks:
+            self.tasks[result.key] = self.progress.add_task(result.backend, total=self.epochs, status="")
         self.progress.update(self.tasks[result.key], completed=len(result.epochs), status=status)
 
 

@@ -1,8 +1,10 @@
 """The `VAEBackend` protocol: what the harness asks of every framework implementation.
 
 A backend receives everything that decides the numbers from the harness (initial NumPy params, the
-training-set permutation of each epoch, the noise seed of each epoch, or in lockstep mode the noise
-itself), so that differences between backends can only come from the framework. State leaves a backend
+training-set permutation of each epoch and the noise of each epoch), so that differences between
+backends can only come from the framework. The noise arrives as a `Noise`: the array itself (the
+default, identical in every backend) or, in the opt-in `--noise framework` mode, a seed for the
+framework's own generator. State leaves a backend
 as NumPy arrays in one framework-neutral layout (`state_dict` names, Adam moments under `adam.m.*` /
 `adam.v.*`, the step count under `adam.step`), so a checkpoint written by one backend loads into any.
 """
@@ -13,7 +15,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from harness.config import RunConfig
+from harness.config import RunConfig, epoch_noise, noise_seed
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,23 @@ class EvalResult:
 
     test_loss: float
     test_loss_sampled: float
+
+
+@dataclass(frozen=True)
+class Noise:
+    """The reparameterisation noise of one pass over a dataset.
+
+    `eps` is the noise itself, (n, latent) float32, row i for the sample at position i of the pass; it
+    is None in `--noise framework` mode, where the backend draws its own from `seed`.
+    """
+
+    seed: int
+    eps: np.ndarray | None = None
+
+
+def pass_noise(source: str, seed: int, epoch: int, n: int, latent: int) -> Noise:
+    """The noise of one pass over n samples (epoch 0 = evaluation) from `source` (RunConfig.noise)."""
+    return Noise(noise_seed(seed, epoch), epoch_noise(seed, epoch, n, latent) if source == "harness" else None)
 
 
 @runtime_checkable
@@ -40,14 +59,15 @@ class VAEBackend(Protocol):
         The harness times this call as `compile_seconds`; eager backends may do nothing.
         """
 
-    def train_epoch(self, perm: np.ndarray, noise_seed: int) -> float:
-        """Train one epoch over `train_x[perm]` in batches; return the mean per-sample train loss.
+    def train_epoch(self, perm: np.ndarray, noise: Noise) -> float:
+        """Train one epoch over `train_x[perm]` in batches, sample perm[i] with noise row i; return the
+        mean per-sample train loss.
 
         Returning a Python float synchronises the device, which ends the timed window.
         """
 
-    def evaluate(self, noise_seed: int) -> EvalResult:
-        """Per-sample test losses over the whole test set (no gradients)."""
+    def evaluate(self, noise: Noise) -> EvalResult:
+        """Per-sample test losses over the whole test set (no gradients); test sample i gets noise row i."""
 
     def lockstep_step(self, x: np.ndarray, eps: np.ndarray) -> float:
         """One optimiser step on batch `x` with the reparameterisation noise `eps` given; returns the batch-sum loss."""

@@ -8,8 +8,8 @@ jitted functions (free at run time: it happens while tracing). Parameters live a
 `nnx.merge` accepts them; a dict of arrays is also what Optax and donation want.
 
 Speed:
-* The dataset sits on the device; each epoch uploads the permutation (int32) once, draws the epoch's
-  noise on the device, and runs ONE compiled executable: `lax.scan` over the full batches, then the
+* The dataset sits on the device; each epoch uploads the permutation (int32) and the epoch's noise
+  once, and runs ONE compiled executable: `lax.scan` over the full batches, then the
   final partial batch (60000 = 468 * 128 + 96, kept like every backend) as one more step. Parameters and
   Adam state are donated, so XLA updates them in place; the loss is summed on the device and crosses
   to the host once per epoch.
@@ -29,8 +29,8 @@ Speed:
   noise, 1.0 for evaluation: 4.0-4.7 CPU s; 5.3 s wall in a `harness run` (busy machine).
 
 Numerics match backends/torch_eager.py: float32 everywhere (matmul precision 'highest' unless the run
-asks for tf32), BCE from logits in the softplus form, noise eps = jax.random.normal(key(noise_seed),
-(n, latent)) sliced in permutation-position order, and torch.optim.Adam's update (bias correction, eps
+asks for tf32), BCE from logits in the softplus form, the harness's noise in permutation-position
+order (jax.random.normal(key(seed), (n, latent)) under `--noise framework`), and torch.optim.Adam's update (bias correction, eps
 outside the square root) as plain `optax.adam`. Checked, not assumed (tests/test_jax_backend.py):
 it is torch.optim.Adam's formula, but it computes the bias correction 1 - b2**t in float32 from b2
 rounded to float32 (0.999 -> 0.99900001287), so each update is ~6.6e-6 (relative) smaller than torch's.
@@ -51,7 +51,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from backends.base import EvalResult
+from backends.base import EvalResult, Noise
 from harness.config import ModelConfig, RunConfig
 from harness.errors import HarnessError
 
@@ -111,11 +111,11 @@ class Programs:
     """The jitted functions of one model config. Built once per process (cached), so every backend
     instance shares jax's trace and compilation caches."""
 
-    epoch: Callable      # (state, train_x, perm, seed) -> (state, loss sum); state donated
-    evaluate: Callable   # (params, test_x, seed) -> (loss sum at z = mu, loss sum at sampled z)
+    epoch: Callable      # (state, train_x, perm, eps) -> (state, loss sum); state donated
+    evaluate: Callable   # (params, test_x, eps) -> (loss sum at z = mu, loss sum at sampled z)
     step: Callable       # (state, x, eps) -> (state, loss); state donated (lockstep mode)
     batch_step: Callable  # (state, total, train_x, perm, eps, start, size) -> (state, total); JaxLoopBackend
-    noise: Callable      # (seed, n) -> the epoch's eps, (n, latent)
+    noise: Callable      # (seed, n) -> jax's own eps, (n, latent), for `--noise framework`
     decode: Callable     # (params, z) -> sigmoid means
 
 
@@ -140,10 +140,9 @@ def programs(m: ModelConfig) -> Programs:
         updates, opt_state = tx.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), loss
 
-    def epoch(state, train_x, perm, seed):
+    def epoch(state, train_x, perm, eps):
         n = perm.shape[0]
         full = n // bs * bs
-        eps = noise(seed, n)
 
         def body(state, batch):
             idx, e = batch
@@ -162,9 +161,8 @@ def programs(m: ModelConfig) -> Programs:
         state, loss = step(state, jnp.take(train_x, idx, axis=0), jax.lax.dynamic_slice_in_dim(eps, start, size))
         return state, total + loss
 
-    def evaluate(params, test_x, seed):
+    def evaluate(params, test_x, eps):
         model = nnx.merge(graphdef, params)
-        eps = noise(seed, test_x.shape[0])
         mu, logvar = model.encode(test_x)  # encoder once, decoder twice
         at_mean = loss_sum(model.decode_logits(mu), test_x, mu, logvar)
         sampled = loss_sum(model.decode_logits(mu + eps * jnp.exp(0.5 * logvar)), test_x, mu, logvar)
@@ -205,6 +203,7 @@ class JaxBackend:
         self.m = config.model
         self.device = resolve_device(config.device)
         self.n = train_x.shape[0]
+        self.own_noise = config.noise == "framework"
         self.fn = programs(self.m)
         self._compiled = False
         self.train_x = self._put(train_x)
@@ -217,26 +216,30 @@ class JaxBackend:
     def warmup(self) -> None:
         """AOT-compile the epoch (for this n) and the evaluation; lowering runs nothing."""
         self._compile_training()
-        self._eval_exe = self.fn.evaluate.lower(self.state[0], self.test_x, self._spec((), jnp.int32)).compile()
+        n_test = self.test_x.shape[0]
+        self._eval_exe = self.fn.evaluate.lower(self.state[0], self.test_x, self._eps_spec(n_test)).compile()
+        # jax's own noise only in `--noise framework` mode (by default the harness supplies the arrays)
+        self._noise_exe = {n: self.fn.noise.lower(self._spec((), jnp.int32), n).compile()
+                           for n in ({self.n, n_test} if self.own_noise else ())}
         self._compiled = True
 
     def _compile_training(self) -> None:
         self._epoch_exe = self.fn.epoch.lower(self.state, self.train_x, self._spec((self.n,), jnp.int32),
-                                              self._spec((), jnp.int32)).compile()
+                                              self._eps_spec(self.n)).compile()
 
-    def train_epoch(self, perm: np.ndarray, noise_seed: int) -> float:
+    def train_epoch(self, perm: np.ndarray, noise: Noise) -> float:
         if not self._compiled:
             self.warmup()
         if len(perm) != self.n:
             raise HarnessError(f"permutation of length {len(perm)} for a training set of {self.n}")
         self.state, total = self._epoch_exe(self.state, self.train_x, self._put(perm.astype(np.int32)),
-                                            self._put(np.int32(noise_seed)))
+                                            self._noise(noise, self.n))
         return float(total) / self.n
 
-    def evaluate(self, noise_seed: int) -> EvalResult:
+    def evaluate(self, noise: Noise) -> EvalResult:
         if not self._compiled:
             self.warmup()
-        sums = self._eval_exe(self.state[0], self.test_x, self._put(np.int32(noise_seed)))
+        sums = self._eval_exe(self.state[0], self.test_x, self._noise(noise, self.test_x.shape[0]))
         at_mean, sampled = jax.device_get(sums)  # one transfer for both numbers
         n = self.test_x.shape[0]
         return EvalResult(float(at_mean) / n, float(sampled) / n)
@@ -291,6 +294,15 @@ class JaxBackend:
             a = a.astype(np.float32, copy=False)
         return jax.device_put(a, self.device)
 
+    def _noise(self, noise: Noise, n: int) -> jax.Array:
+        """The pass's noise on the device: the harness's array, or (`--noise framework`) jax's own draw."""
+        if noise.eps is not None:
+            return self._put(noise.eps)
+        return self._noise_exe[n](self._put(np.int32(noise.seed)))
+
+    def _eps_spec(self, n: int) -> jax.ShapeDtypeStruct:
+        return self._spec((n, self.m.latent_dim), jnp.float32)
+
     def _spec(self, shape: tuple[int, ...], dtype) -> jax.ShapeDtypeStruct:
         return jax.ShapeDtypeStruct(shape, dtype, sharding=jax.sharding.SingleDeviceSharding(self.device))
 
@@ -306,17 +318,16 @@ class JaxLoopBackend(JaxBackend):
 
     def _compile_training(self) -> None:
         scalar = self._spec((), jnp.int32)
-        self._noise_exe = self.fn.noise.lower(scalar, self.n).compile()
         args = (self.state, self._spec((), jnp.float32), self.train_x, self._spec((self.n,), jnp.int32),
-                self._spec((self.n, self.m.latent_dim), jnp.float32), scalar)
+                self._eps_spec(self.n), scalar)
         self._batch_exe = {size: self.fn.batch_step.lower(*args, size).compile()
                            for size in set(self.m.batch_sizes(self.n))}
 
-    def train_epoch(self, perm: np.ndarray, noise_seed: int) -> float:
+    def train_epoch(self, perm: np.ndarray, noise: Noise) -> float:
         if not self._compiled:
             self.warmup()
         perm_d = self._put(perm.astype(np.int32))
-        eps = self._noise_exe(self._put(np.int32(noise_seed)))
+        eps = self._noise(noise, self.n)
         total = self._put(np.float32(0))
         start = 0
         for size in self.m.batch_sizes(self.n):

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backends.base import EvalResult
+from backends.base import EvalResult, Noise
 from harness.config import ModelConfig, RunConfig
 from harness.errors import HarnessError
 
@@ -111,9 +111,11 @@ def _capturable(opt: torch.optim.Optimizer) -> bool:
     return bool(opt.param_groups[0].get("capturable", False))
 
 
-def epoch_noise(n: int, latent: int, seed: int, device: torch.device) -> torch.Tensor:
-    """The epoch's reparameterisation noise, drawn at once from a generator seeded by the harness."""
-    g = torch.Generator(device=device).manual_seed(seed)
+def noise_tensor(noise: Noise, n: int, latent: int, device: torch.device) -> torch.Tensor:
+    """The pass's noise on the device: the harness's array, or (`--noise framework`) torch's own draw."""
+    if noise.eps is not None:
+        return torch.from_numpy(np.ascontiguousarray(noise.eps, np.float32)).to(device)
+    g = torch.Generator(device=device).manual_seed(noise.seed)
     return torch.randn(n, latent, generator=g, device=device)
 
 
@@ -125,7 +127,7 @@ def eval_losses(model: VAE, x, eps):
 
 
 @torch.no_grad()
-def evaluate(model: VAE, test_x: torch.Tensor, noise_seed: int, latent: int, losses=None) -> EvalResult:
+def evaluate(model: VAE, test_x: torch.Tensor, noise: Noise, latent: int, losses=None) -> EvalResult:
     """Per-sample test loss with z = mu and with one sampled z, over the whole test set.
 
     `losses` replaces eval_losses (torch-compile passes its compiled version); the test set goes in
@@ -133,7 +135,7 @@ def evaluate(model: VAE, test_x: torch.Tensor, noise_seed: int, latent: int, los
     """
     losses = (lambda x, e: eval_losses(model, x, e)) if losses is None else losses
     n = test_x.shape[0]
-    eps = epoch_noise(n, latent, noise_seed, test_x.device)
+    eps = noise_tensor(noise, n, latent, test_x.device)
     total_mu = torch.zeros((), device=test_x.device)
     total_sampled = torch.zeros((), device=test_x.device)
     for i in range(0, n, EVAL_CHUNK):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from backends import torch_common as tc
+from backends.base import Noise
 from backends.torch_eager import TorchEagerBackend
 
 
@@ -75,11 +76,11 @@ class TorchCompileBackend(TorchEagerBackend):
             for _ in range(3 if self.cudagraphs else 1):  # CUDA graphs record on the 2nd/3rd call
                 self.step_fn(xb, eb)
         for _ in range(3 if self.cudagraphs else 1):
-            self.evaluate(0)
+            self.evaluate(Noise(0))
         self.set_state(saved)
         self.synchronize()
 
-    def evaluate(self, noise_seed: int):
+    def evaluate(self, noise: Noise):
         if self.cudagraphs:
             torch.compiler.cudagraph_mark_step_begin()
-        return tc.evaluate(self.model, self.test_x, noise_seed, self.m.latent_dim, losses=self.eval_fn)
+        return tc.evaluate(self.model, self.test_x, noise, self.m.latent_dim, losses=self.eval_fn)

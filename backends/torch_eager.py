@@ -2,7 +2,7 @@
 
 Differences from the pytorch/examples loop are about speed only: the dataset lives on the device as
 one tensor and batches are gathered by index (no DataLoader, no per-sample Python work), the epoch's
-noise is drawn in one call, and the loss is accumulated on the device so there is no host
+noise goes to the device in one transfer, and the loss is accumulated on the device so there is no host
 synchronisation inside the step loop.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from backends import torch_common as tc
-from backends.base import EvalResult
+from backends.base import EvalResult, Noise
 from harness.config import RunConfig
 
 
@@ -52,18 +52,18 @@ class TorchEagerBackend:
     def warmup(self) -> None:
         pass
 
-    def train_epoch(self, perm: np.ndarray, noise_seed: int) -> float:
+    def train_epoch(self, perm: np.ndarray, noise: Noise) -> float:
         n, bs = len(perm), self.m.batch_size
         idx = torch.from_numpy(perm.astype(np.int64)).to(self.device)
-        eps = tc.epoch_noise(n, self.m.latent_dim, noise_seed, self.device)
+        eps = tc.noise_tensor(noise, n, self.m.latent_dim, self.device)
         total = torch.zeros((), device=self.device)
         for i in range(0, n, bs):
             xb = self.train_x.index_select(0, idx[i:i + bs])
             total += self.step_fn(xb, eps[i:i + bs])
         return float(total) / n
 
-    def evaluate(self, noise_seed: int) -> EvalResult:
-        return tc.evaluate(self.model, self.test_x, noise_seed, self.m.latent_dim)
+    def evaluate(self, noise: Noise) -> EvalResult:
+        return tc.evaluate(self.model, self.test_x, noise, self.m.latent_dim)
 
     def lockstep_step(self, x: np.ndarray, eps: np.ndarray) -> float:
         xb = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device)

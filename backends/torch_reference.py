@@ -2,10 +2,11 @@
 
 Kept faithful on purpose, because it is the baseline every speed-up is quoted against: a DataLoader
 over a Dataset that converts each sample from bytes to a float tensor (what torchvision's ToTensor
-does), batches of 128, `torch.randn_like` noise from the global RNG, sigmoid then
-F.binary_cross_entropy, and `loss.item()` after every step. Only what must be shared for a fair
-comparison comes from the harness: the initial weights, the sample order (a sampler that yields the
-harness's permutation instead of shuffle=True) and the noise seed of each epoch.
+does), batches of 128, sigmoid then F.binary_cross_entropy, and `loss.item()` after every step. Only
+what must be shared for a fair comparison comes from the harness: the initial weights, the sample
+order (a sampler that yields the harness's permutation instead of shuffle=True) and the noise (each
+batch's slice of the harness's array; with `--noise framework`, the example's own `torch.randn_like`
+from the global RNG seeded per epoch).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from backends import torch_common as tc
-from backends.base import EvalResult
+from backends.base import EvalResult, Noise
 from harness.config import ModelConfig, RunConfig
 
 
@@ -88,35 +89,42 @@ class TorchReferenceBackend:
     def warmup(self) -> None:
         pass
 
-    def train_epoch(self, perm: np.ndarray, noise_seed: int) -> float:
-        torch.manual_seed(noise_seed)
+    def train_epoch(self, perm: np.ndarray, noise: Noise) -> float:
+        torch.manual_seed(noise.seed)
         loader = DataLoader(self.train_set, batch_size=self.m.batch_size, sampler=perm.tolist())
         self.model.train()
         train_loss = 0.0
-        for data, _ in loader:
+        for batch_idx, (data, _) in enumerate(loader):
             data = data.to(self.device)
             self.optimizer.zero_grad()
-            recon_batch, mu, logvar = self.model(data)
+            recon_batch, mu, logvar = self.model(data, self._batch_noise(noise, batch_idx, len(data)))
             loss = loss_function(recon_batch, data, mu, logvar)
             loss.backward()
             train_loss += loss.item()
             self.optimizer.step()
         return train_loss / len(perm)
 
-    def evaluate(self, noise_seed: int) -> EvalResult:
-        torch.manual_seed(noise_seed)
+    def evaluate(self, noise: Noise) -> EvalResult:
+        torch.manual_seed(noise.seed)
         loader = DataLoader(self.test_set, batch_size=self.m.batch_size, shuffle=False)
         self.model.eval()
         loss_mu = loss_sampled = 0.0
         with torch.no_grad():
-            for data, _ in loader:
+            for batch_idx, (data, _) in enumerate(loader):
                 data = data.to(self.device)
                 mu, logvar = self.model.encode(data)
                 loss_mu += loss_function(self.model.decode(mu), data, mu, logvar).item()
-                z = self.model.reparameterize(mu, logvar)
+                z = self.model.reparameterize(mu, logvar, self._batch_noise(noise, batch_idx, len(data)))
                 loss_sampled += loss_function(self.model.decode(z), data, mu, logvar).item()
         n = len(self.test_set)
         return EvalResult(loss_mu / n, loss_sampled / n)
+
+    def _batch_noise(self, noise: Noise, batch_idx: int, size: int) -> torch.Tensor | None:
+        """This batch's rows of the harness's noise; None lets the example draw its own."""
+        if noise.eps is None:
+            return None
+        start = batch_idx * self.m.batch_size
+        return torch.from_numpy(noise.eps[start:start + size]).to(self.device)
 
     def lockstep_step(self, x: np.ndarray, eps: np.ndarray) -> float:
         data = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device)

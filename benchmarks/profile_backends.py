@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 from harness import data  # noqa: E402
-from harness.config import RunConfig, epoch_permutation, init_params, noise_seed  # noqa: E402
+from backends.base import pass_noise  # noqa: E402
+from harness.config import RunConfig, epoch_permutation, init_params  # noqa: E402
 
 GROUPS = {"mm": "matrix products", "addmm": "matrix products", "bmm": "matrix products",
           "adam": "optimizer", "_fused_adam": "optimizer", "index_select": "data indexing",
@@ -36,12 +37,12 @@ def torch_breakdown(name: str, threads: int, mnist) -> dict[str, float]:
     n = 128 * 100
     b.setup(init_params(1), mnist.train_x[:n], mnist.test_x, RunConfig(threads=threads, train_limit=n))
     b.warmup()
-    b.train_epoch(epoch_permutation(1, 1, n), noise_seed(1, 1))
+    b.train_epoch(epoch_permutation(1, 1, n), pass_noise("harness", 1, 1, n, 20))
     t = time.perf_counter()
-    b.train_epoch(epoch_permutation(1, 2, n), noise_seed(1, 2))
+    b.train_epoch(epoch_permutation(1, 2, n), pass_noise("harness", 1, 2, n, 20))
     wall = time.perf_counter() - t
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        b.train_epoch(epoch_permutation(1, 3, n), noise_seed(1, 3))
+        b.train_epoch(epoch_permutation(1, 3, n), pass_noise("harness", 1, 3, n, 20))
     groups: dict[str, float] = defaultdict(float)
     for ev in prof.key_averages():
         key = ev.key.split("::")[-1].lower()
@@ -67,8 +68,8 @@ def jax_breakdown(threads: int, mnist) -> dict[str, float]:
         b = jf.JaxBackend()
         b.setup(init_params(1), mnist.train_x[:n], mnist.test_x, RunConfig(threads=threads, train_limit=n))
         b.warmup()
-        b.train_epoch(epoch_permutation(1, 1, n), noise_seed(1, 1))
-        best = min(_time(lambda e=e: b.train_epoch(epoch_permutation(1, e, n), noise_seed(1, e))) for e in range(2, 6))
+        b.train_epoch(epoch_permutation(1, 1, n), pass_noise("harness", 1, 1, n, 20))
+        best = min(_time(lambda e=e: b.train_epoch(epoch_permutation(1, e, n), pass_noise("harness", 1, e, n, 20))) for e in range(2, 6))
         res[label] = best / 100 * 1e3
     return {"wall ms/step": res["with adam"], "optimizer (difference)": res["with adam"] - res["sgd instead of adam"]}
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import backends
 from harness import data, measure, results, runner
-from harness.config import ModelConfig, RunConfig, parse_seeds
+from harness.config import NOISE_SOURCES, ModelConfig, RunConfig, parse_seeds
 from harness.errors import HarnessError
 
 DEFAULT_BACKENDS = "torch,torch-compile,jax"
@@ -87,6 +87,9 @@ def add_run_flags(p: argparse.ArgumentParser, default_epochs: int | None = 10) -
     p.add_argument("--compile-mode", default="default",
                    choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"))
     p.add_argument("--allow-tf32", action="store_true", help="let float32 matmuls use TF32 (GPU; recorded)")
+    p.add_argument("--noise", choices=NOISE_SOURCES, default="harness",
+                   help="harness (default): every backend gets the same noise arrays; framework: each "
+                        "framework draws its own (opt-in, never compared with harness-noise runs)")
     p.add_argument("--timeout", type=non_negative_float, default=0.0, help="seconds per backend (0 = none)")
     p.add_argument("--data-dir", default=None, help="folder with the four MNIST IDX files")
     p.add_argument("--train-limit", type=positive_int, default=None, help=argparse.SUPPRESS)
@@ -157,7 +160,7 @@ def run_config(args) -> RunConfig:
         precision="tf32" if args.allow_tf32 else "float32",
         train_limit=args.train_limit or 0, test_limit=args.test_limit or 0, timeout=args.timeout,
         target_loss=args.target_loss if getattr(args, "target_loss", None) is not None else default_target(),
-        repeats=getattr(args, "repeats", 0),
+        repeats=getattr(args, "repeats", 0), noise=args.noise,
     )
 
 

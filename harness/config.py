@@ -74,6 +74,10 @@ class RunConfig:
     timeout: float = 0.0  # seconds per backend, 0 = none
     target_loss: float = 100.0
     repeats: int = 0  # extra timed epochs after training, on a saved copy of the state (timing only)
+    # Where the reparameterisation noise comes from: "harness" (default) hands every backend the same
+    # array, drawn by `epoch_noise`; "framework" lets each framework draw its own from `noise_seed`, so
+    # backends follow different trajectories. Runs with different sources are never compared.
+    noise: str = "harness"
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def to_dict(self) -> dict:
@@ -84,6 +88,7 @@ class RunConfig:
         d = dict(d)
         d["backends"] = tuple(d.get("backends", ()))
         d["model"] = ModelConfig(**d.get("model", {}))
+        d.setdefault("noise", "framework")  # records written before the field existed used framework noise
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -108,9 +113,22 @@ def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, 0x5EED, epoch]).permutation(n).astype(np.int32)
 
 
+NOISE_SOURCES = ("harness", "framework")
+
+
 def noise_seed(seed: int, epoch: int) -> int:
-    """Seed of the reparameterisation noise for `epoch` (0 = the sampled test loss), per backend RNG."""
+    """Seed of the framework's own noise RNG for `epoch` (0 = the sampled test loss); `--noise framework`."""
     return int(np.random.default_rng([seed, 0x0015E, epoch]).integers(0, 2**31 - 1))
+
+
+def epoch_noise(seed: int, epoch: int, n: int, latent: int) -> np.ndarray:
+    """The reparameterisation noise of `epoch` (0 = the sampled test loss), shape (n, latent), float32.
+
+    Row i is the noise of the sample at position i of the epoch's permutation. Philox is counter-based,
+    so the array depends on (seed, epoch) alone, not on anything drawn before it (resume stays exact).
+    """
+    bits = np.random.Philox(np.random.SeedSequence([seed, 0x0015E, epoch]))
+    return np.random.Generator(bits).standard_normal((n, latent), dtype=np.float32)
 
 
 def parse_seeds(text: str) -> list[int]:

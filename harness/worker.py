@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from backends.base import pass_noise
 from harness import atomic, data
-from harness.config import RunConfig, epoch_permutation, init_params, noise_seed
+from harness.config import RunConfig, epoch_permutation, init_params
 from harness.errors import HarnessError
 from harness.results import EpochRecord
 
@@ -111,13 +112,14 @@ def train(job: dict, events: Events) -> None:
     events.send("compiled", compile_seconds=compile_seconds)
 
     last_finite = None
-    eval_seed = noise_seed(seed, 0)
+    eval_noise = pass_noise(config.noise, seed, 0, test_x.shape[0], config.model.latent_dim)
     for epoch in range(start_epoch, config.epochs + 1):
+        perm, noise = epoch_permutation(seed, epoch, n), pass_noise(config.noise, seed, epoch, n, config.model.latent_dim)  # outside the timed window
         t = time.perf_counter()
-        train_loss = backend.train_epoch(epoch_permutation(seed, epoch, n), noise_seed(seed, epoch))
+        train_loss = backend.train_epoch(perm, noise)
         train_seconds = time.perf_counter() - t
         t = time.perf_counter()
-        ev = backend.evaluate(eval_seed)
+        ev = backend.evaluate(eval_noise)
         eval_seconds = time.perf_counter() - t
         elapsed += train_seconds + eval_seconds
         losses = (train_loss, ev.test_loss, ev.test_loss_sampled)
@@ -135,20 +137,22 @@ def train(job: dict, events: Events) -> None:
         events.send("epoch", record=record.__dict__, memory=_memory(backend))
 
     if config.repeats:
-        events.send("repeats", train_seconds=timed_repeats(backend, config.repeats, seed, config.epochs, n))
+        events.send("repeats", train_seconds=timed_repeats(backend, config, seed, n))
     params = {k: v for k, v in backend.get_state().items() if not k.startswith("adam.")}
     atomic.write_npz(job_dir / PARAMS, params)
     events.send("done", params_file=PARAMS, memory=_memory(backend))
 
 
-def timed_repeats(backend, repeats: int, seed: int, epochs: int, n: int) -> list[float]:
+def timed_repeats(backend, config: RunConfig, seed: int, n: int) -> list[float]:
     """`repeats` more timed training epochs for tighter steady-state figures; the trained state is
     saved before and restored after, so losses and saved params are those of the run itself."""
     saved = backend.get_state()
     seconds = []
+    repeats, epochs = config.repeats, config.epochs
     for r in range(1, repeats + 1):
+        perm, noise = epoch_permutation(seed, epochs + r, n), pass_noise(config.noise, seed, epochs + r, n, config.model.latent_dim)
         t = time.perf_counter()
-        backend.train_epoch(epoch_permutation(seed, epochs + r, n), noise_seed(seed, epochs + r))
+        backend.train_epoch(perm, noise)
         seconds.append(time.perf_counter() - t)
     backend.set_state(saved)
     return seconds

@@ -91,7 +91,7 @@ class LargeLRBackend(TorchEagerBackend):
 class RaisingBackend(TorchEagerBackend):
     name = "fault-raise"
 
-    def train_epoch(self, perm, noise_seed):
+    def train_epoch(self, perm, noise):
         raise RuntimeError("injected failure in train_epoch")
 
 
@@ -101,9 +101,9 @@ class NaNBackend(TorchEagerBackend):
     name = "fault-nan"
     epoch = 0
 
-    def train_epoch(self, perm, noise_seed):
+    def train_epoch(self, perm, noise):
         self.epoch += 1
-        loss = super().train_epoch(perm, noise_seed)
+        loss = super().train_epoch(perm, noise)
         return float("nan") if self.epoch >= int(os.environ.get("FAULT_EPOCH", "2")) else loss
 
 
@@ -113,11 +113,11 @@ class ExitBackend(TorchEagerBackend):
     name = "fault-exit"
     epoch = 0
 
-    def train_epoch(self, perm, noise_seed):
+    def train_epoch(self, perm, noise):
         self.epoch += 1
         if self.epoch >= 2:
             os._exit(7)
-        return super().train_epoch(perm, noise_seed)
+        return super().train_epoch(perm, noise)
 
 
 class SlowBackend(TorchEagerBackend):
@@ -125,8 +125,8 @@ class SlowBackend(TorchEagerBackend):
 
     name = "slow-torch"
 
-    def train_epoch(self, perm, noise_seed):
-        loss = super().train_epoch(perm, noise_seed)
+    def train_epoch(self, perm, noise):
+        loss = super().train_epoch(perm, noise)
         time.sleep(1.0)
         return loss
 
@@ -134,7 +134,7 @@ class SlowBackend(TorchEagerBackend):
 class HangBackend(TorchEagerBackend):
     name = "fault-hang"
 
-    def train_epoch(self, perm, noise_seed):
+    def train_epoch(self, perm, noise):
         time.sleep(3600)
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from harness import parity
-from harness.config import ModelConfig, RunConfig, epoch_permutation, noise_seed
+from backends.base import pass_noise
+from harness.config import ModelConfig, RunConfig, epoch_permutation
 
 STEPS = 50
 
@@ -49,7 +50,7 @@ def test_backends_exchange_state_exactly(mnist):
         b = backends.create(name)
         b.setup(parity.init_params(1), x, mnist.test_x[:100], config)
         states[name] = b
-    states["torch"].train_epoch(epoch_permutation(1, 1, 300), noise_seed(1, 1))
+    states["torch"].train_epoch(epoch_permutation(1, 1, 300), pass_noise("harness", 1, 1, 300, 20))
     saved = states["torch"].get_state()
     states["jax"].set_state(saved)
     back = states["jax"].get_state()
@@ -68,7 +69,7 @@ def test_torch_compile_does_not_recompile_after_warmup(mnist):
     b.warmup()
     frames = dict(torch._dynamo.utils.counters["frames"])
     for epoch in (1, 2, 3):
-        b.train_epoch(epoch_permutation(1, epoch, n), noise_seed(1, epoch))
-        b.evaluate(noise_seed(1, 0))
+        b.train_epoch(epoch_permutation(1, epoch, n), pass_noise("harness", 1, epoch, n, 20))
+        b.evaluate(pass_noise("harness", 1, 0, 200, 20))
     assert dict(torch._dynamo.utils.counters["frames"]) == frames
     assert ModelConfig().batch_sizes(n) == [128, 128, 44]

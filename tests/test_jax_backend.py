@@ -18,10 +18,10 @@ import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
 import backends  # noqa: E402
-from backends.base import VAEBackend, adam_state_keys  # noqa: E402
+from backends.base import Noise, VAEBackend, adam_state_keys, pass_noise  # noqa: E402
 from backends.jax_flax import JaxBackend, JaxLoopBackend, make_adam, resolve_device  # noqa: E402
 from harness import reference as ref  # noqa: E402
-from harness.config import PARAM_ORDER, ModelConfig, RunConfig, epoch_permutation, init_params, noise_seed  # noqa: E402
+from harness.config import PARAM_ORDER, ModelConfig, RunConfig, epoch_permutation, init_params  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 
 N_TRAIN, N_TEST = 300, 100
@@ -48,8 +48,13 @@ def make(data, seed: int = 1, cls=JaxBackend) -> JaxBackend:
 
 
 def epoch_eps(seed: int, n: int) -> np.ndarray:
-    """The noise the backend must use for an epoch, drawn here outside any jitted function."""
+    """The noise jax draws itself under `--noise framework`, drawn here outside any jitted function."""
     return np.asarray(jax.random.normal(jax.random.key(seed), (n, M.latent_dim), jnp.float32))
+
+
+def noise(epoch: int, n: int = N_TRAIN) -> Noise:
+    """The harness's noise of `epoch` at seed 1 (epoch 0 = evaluation)."""
+    return pass_noise("harness", 1, epoch, n, M.latent_dim)
 
 
 def assert_states_equal(a: dict, b: dict) -> None:
@@ -93,8 +98,8 @@ def test_warmup_changes_nothing_and_no_epoch_compiles(data):
     assert_states_equal(before, b.get_state())
     with count_compiles() as compiled:
         for epoch in (1, 2):
-            loss = b.train_epoch(epoch_permutation(1, epoch, N_TRAIN), noise_seed(1, epoch))
-            b.evaluate(noise_seed(1, 0))
+            loss = b.train_epoch(epoch_permutation(1, epoch, N_TRAIN), noise(epoch))
+            b.evaluate(noise(0, N_TEST))
         b.get_state()
         b.synchronize()
     assert compiled == []
@@ -110,24 +115,24 @@ def test_same_seed_same_numbers(data):
         backend.warmup()
     runs = []
     for backend in (a, b):
-        losses = [backend.train_epoch(epoch_permutation(1, e, N_TRAIN), noise_seed(1, e)) for e in (1, 2, 3)]
-        runs.append((losses, backend.evaluate(noise_seed(1, 0))))
+        losses = [backend.train_epoch(epoch_permutation(1, e, N_TRAIN), noise(e)) for e in (1, 2, 3)]
+        runs.append((losses, backend.evaluate(noise(0, N_TEST))))
     assert runs[0] == runs[1]
     assert_states_equal(a.get_state(), b.get_state())
     losses = runs[0][0]
     assert all(math.isfinite(v) for v in losses) and losses[2] < losses[0]
-    # The noise seed matters (the comparison above is not vacuous).
-    assert a.train_epoch(epoch_permutation(1, 4, N_TRAIN), 1) != b.train_epoch(epoch_permutation(1, 4, N_TRAIN), 2)
+    # The noise matters (the comparison above is not vacuous).
+    assert a.train_epoch(epoch_permutation(1, 4, N_TRAIN), noise(4)) != b.train_epoch(epoch_permutation(1, 4, N_TRAIN), noise(5))
 
 
 def test_epoch_is_lockstep_steps_in_permutation_order(data):
     """Batch i = train_x[perm[i*128:(i+1)*128]] with eps[i*128:...]; the 44-sample tail is a step too."""
     train_x = data[0]
-    perm, seed = epoch_permutation(1, 1, N_TRAIN), noise_seed(1, 1)
+    perm, eps = epoch_permutation(1, 1, N_TRAIN), noise(1).eps
     scan, loop, steps = make(data), make(data, cls=JaxLoopBackend), make(data)
-    scan_loss = scan.train_epoch(perm, seed)
-    loop_loss = loop.train_epoch(perm, seed)
-    eps, start, total = epoch_eps(seed, N_TRAIN), 0, 0.0
+    scan_loss = scan.train_epoch(perm, noise(1))
+    loop_loss = loop.train_epoch(perm, noise(1))
+    start, total = 0, 0.0
     for size in M.batch_sizes(N_TRAIN):
         total += steps.lockstep_step(train_x[perm[start:start + size]], eps[start:start + size])
         start += size
@@ -137,6 +142,18 @@ def test_epoch_is_lockstep_steps_in_permutation_order(data):
     assert_params_close(expected, loop.get_state(), rtol=1e-5)
     assert scan_loss == pytest.approx(total / N_TRAIN, rel=1e-6)
     assert loop_loss == pytest.approx(scan_loss, rel=1e-6)
+
+
+def test_framework_noise_mode_draws_jax_noise_from_the_seed(data):
+    """`--noise framework`: no array is handed over; jax draws normal(key(seed)) itself, in position order."""
+    perm, seed = epoch_permutation(1, 1, N_TRAIN), 12345
+    own = JaxBackend()
+    own.setup(init_params(1), data[0], data[1],
+              RunConfig(seed=1, train_limit=N_TRAIN, test_limit=N_TEST, noise="framework"))
+    given = make(data)
+    assert own.train_epoch(perm, Noise(seed)) == pytest.approx(
+        given.train_epoch(perm, Noise(seed, epoch_eps(seed, N_TRAIN))), rel=1e-6)
+    assert_params_close(given.get_state(), own.get_state(), rtol=1e-5)
 
 
 def test_lockstep_matches_float64_reference():
@@ -161,7 +178,7 @@ def test_lockstep_matches_float64_reference():
 
 def test_state_round_trip_is_exact_and_training_continues(data):
     a = make(data)
-    a.train_epoch(epoch_permutation(1, 1, N_TRAIN), noise_seed(1, 1))
+    a.train_epoch(epoch_permutation(1, 1, N_TRAIN), noise(1))
     state = a.get_state()
     assert set(state) == set(PARAM_ORDER) | set(adam_state_keys(list(PARAM_ORDER)))
     assert state["adam.step"].dtype == np.int64 and int(state["adam.step"]) == 3
@@ -173,7 +190,7 @@ def test_state_round_trip_is_exact_and_training_continues(data):
     a.set_state(state)
     assert_states_equal(state, a.get_state())
     # Both continue identically from the loaded state.
-    losses = [x.train_epoch(epoch_permutation(1, 2, N_TRAIN), noise_seed(1, 2)) for x in (a, b)]
+    losses = [x.train_epoch(epoch_permutation(1, 2, N_TRAIN), noise(2)) for x in (a, b)]
     assert losses[0] == losses[1]
     assert_states_equal(a.get_state(), b.get_state())
 
@@ -274,12 +291,11 @@ def test_optax_bias_correction_is_float32():
 
 def test_evaluate_and_decode_match_the_reference(data):
     b = make(data)
-    seed = noise_seed(1, 0)
-    ev = b.evaluate(seed)
+    ev = b.evaluate(noise(0, N_TEST))
     params, test_x = init_params(1), data[1]
     assert isinstance(ev.test_loss, float) and isinstance(ev.test_loss_sampled, float)
     assert ev.test_loss == pytest.approx(ref.loss(params, test_x, None) / N_TEST, rel=1e-5)
-    assert ev.test_loss_sampled == pytest.approx(ref.loss(params, test_x, epoch_eps(seed, N_TEST)) / N_TEST, rel=1e-5)
+    assert ev.test_loss_sampled == pytest.approx(ref.loss(params, test_x, noise(0, N_TEST).eps) / N_TEST, rel=1e-5)
     z = np.random.default_rng(11).standard_normal((5, M.latent_dim))
     means = b.decode(z)
     h3 = np.maximum(z @ params["fc3.weight"].T + params["fc3.bias"], 0)
@@ -289,7 +305,7 @@ def test_evaluate_and_decode_match_the_reference(data):
 
 def test_float32_everywhere(data):
     b = make(data)
-    b.train_epoch(epoch_permutation(1, 1, N_TRAIN), noise_seed(1, 1))
+    b.train_epoch(epoch_permutation(1, 1, N_TRAIN), noise(1))
     assert not jax.config.jax_enable_x64
     assert str(jax.config.jax_default_matmul_precision) == "highest"
     leaves = jax.tree.leaves(b.state)

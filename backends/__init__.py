@@ -20,17 +20,18 @@ class BackendSpec:
     framework: str  # top-level module that must import
     extra: str      # the pip extra that installs it
     description: str
+    compiler: str = ""  # whose persistent compile cache its warm-up uses: "jax", "inductor" or "" (none)
 
 
 REGISTRY: dict[str, BackendSpec] = {
     "torch": BackendSpec("backends.torch_eager", "TorchEagerBackend", "torch", "torch",
                          "PyTorch eager, data on the device, loss accumulated on the device"),
     "torch-compile": BackendSpec("backends.torch_compile", "TorchCompileBackend", "torch", "torch",
-                                 "torch.compile of the loss/backward and of Adam's step"),
+                                 "torch.compile of the loss/backward and of Adam's step", compiler="inductor"),
     "torch-reference": BackendSpec("backends.torch_reference", "TorchReferenceBackend", "torch", "torch",
                                    "the pytorch/examples vae/main.py loop as users know it"),
     "jax": BackendSpec("backends.jax_flax", "JaxBackend", "jax", "jax",
-                       "Flax NNX + Optax adam, jitted lax.scan epoch with donated state"),
+                       "Flax NNX + Optax adam, jitted lax.scan epoch with donated state", compiler="jax"),
 }
 
 

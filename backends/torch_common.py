@@ -80,6 +80,7 @@ def load_params(model: nn.Module, params: dict[str, np.ndarray]) -> None:
 
 
 def get_state(model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, np.ndarray]:
+    """Params and Adam state in the framework-neutral layout (zeros and step 0 before the first step)."""
     state = {n: p.detach().cpu().numpy().copy() for n, p in model.named_parameters()}
     step = 0
     for n, p in model.named_parameters():
@@ -92,23 +93,51 @@ def get_state(model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, np.ndar
 
 
 def set_state(model: nn.Module, opt: torch.optim.Optimizer, state: dict[str, np.ndarray]) -> None:
-    """Copy in place, so compiled graphs (and CUDA graphs) that captured these tensors stay valid."""
+    """Restore params and Adam state by copying the values in place into the existing tensors.
+
+    In place, because compiled graphs and captured CUDA graphs hold these very tensors: replacing them
+    would leave the graphs updating stale copies. Adam creates its state lazily on its first step; if
+    it has none yet, `create_adam_state` first creates it where and how Adam itself would.
+    """
     load_params(model, state)
+    if any(not opt.state.get(p) for p in model.parameters()):
+        create_adam_state(opt)
     step = int(state["adam.step"])
     with torch.no_grad():
         for n, p in model.named_parameters():
             s = opt.state[p]
-            if not s:  # Adam creates its state lazily on the first step
-                s["step"] = torch.zeros((), dtype=torch.float32, device=p.device if _capturable(opt) else "cpu")
-                s["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                s["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             s["step"].fill_(step)
-            s["exp_avg"].copy_(torch.from_numpy(state[f"adam.m.{n}"]))
-            s["exp_avg_sq"].copy_(torch.from_numpy(state[f"adam.v.{n}"]))
+            s["exp_avg"].copy_(torch.from_numpy(np.ascontiguousarray(state[f"adam.m.{n}"], np.float32)))
+            s["exp_avg_sq"].copy_(torch.from_numpy(np.ascontiguousarray(state[f"adam.v.{n}"], np.float32)))
 
 
-def _capturable(opt: torch.optim.Optimizer) -> bool:
-    return bool(opt.param_groups[0].get("capturable", False))
+def create_adam_state(opt: torch.optim.Optimizer) -> None:
+    """Give every parameter without state a zero Adam state, placed by the optimiser's own rules.
+
+    Goes through `load_state_dict` rather than building tensors here: torch then puts each tensor on
+    the device, dtype and layout its Adam variant expects (a plain number for `step` becomes a
+    float32 tensor on the param's device for fused or capturable Adam, a CPU scalar otherwise), so the
+    rule follows torch instead of being copied from it. (A zero-gradient step would also create the
+    state but runs the update, and a custom `step` may keep its state elsewhere.) Existing state
+    tensors are passed through unchanged, so they keep their identity.
+    """
+    params = [p for group in opt.param_groups for p in group["params"]]
+    if any(g.get("amsgrad") for g in opt.param_groups):
+        raise ValueError("amsgrad has no place in the framework-neutral state layout")
+    sd = opt.state_dict()
+    sd["state"] = {i: opt.state.get(p) or {
+        "step": 0.0,
+        "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+        "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
+    } for i, p in enumerate(params)}
+    opt.load_state_dict(sd)
+
+
+def adam_description(opt: torch.optim.Optimizer) -> str:
+    """E.g. 'Adam(fused=True, capturable=True)': the implementation flags that are switched on."""
+    group = opt.param_groups[0]
+    flags = [f"{k}=True" for k in ("fused", "foreach", "capturable") if group.get(k)]
+    return f"{type(opt).__name__}({', '.join(flags)})"
 
 
 def noise_tensor(noise: Noise, n: int, latent: int, device: torch.device) -> torch.Tensor:

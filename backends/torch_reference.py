@@ -154,3 +154,8 @@ class TorchReferenceBackend:
 
     def synchronize(self) -> None:
         tc.synchronize(self.device)
+
+    def describe(self) -> dict[str, str]:
+        """How this run executes its training step and eval, for the record."""
+        return {"arrangement": "reference", "step": "pytorch/examples loop: DataLoader, eager step, "
+                "loss.item() every step", "optimizer": tc.adam_description(self.optimizer), "eval": "eager"}

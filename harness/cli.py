@@ -91,6 +91,9 @@ def add_run_flags(p: argparse.ArgumentParser, default_epochs: int | None = 10) -
                    help="harness (default): every backend gets the same noise arrays; framework: each "
                         "framework draws its own (opt-in, never compared with harness-noise runs)")
     p.add_argument("--timeout", type=non_negative_float, default=0.0, help="seconds per backend (0 = none)")
+    p.add_argument("--cold-compile", action="store_true",
+                   help="compile from empty jax/Inductor caches (a fresh folder per backend) instead of the "
+                        "shared persistent ones; results.json records each compile as cold or warm")
     p.add_argument("--data-dir", default=None, help="folder with the four MNIST IDX files")
     p.add_argument("--train-limit", type=positive_int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--test-limit", type=positive_int, default=None, help=argparse.SUPPRESS)
@@ -160,7 +163,7 @@ def run_config(args) -> RunConfig:
         precision="tf32" if args.allow_tf32 else "float32",
         train_limit=args.train_limit or 0, test_limit=args.test_limit or 0, timeout=args.timeout,
         target_loss=args.target_loss if getattr(args, "target_loss", None) is not None else default_target(),
-        repeats=getattr(args, "repeats", 0), noise=args.noise,
+        repeats=getattr(args, "repeats", 0), noise=args.noise, cold_compile=args.cold_compile,
     )
 
 

@@ -2,12 +2,14 @@
 
 Per backend and device: the change in test_loss and test_loss_sampled at the last epoch both runs
 finished, and the change in steady seconds per epoch, each marked when it exceeds the noise we measured.
+The two runs must be one experiment with one seed (harness.agreement); anything else is refused with
+one line that says what differs.
 
-Significance rules (one source: `loss_change` and `speed_change`):
-- Loss: same seed, same data and the same code give the same losses up to floating-point drift, so a
-  loss change counts when |new - base| exceeds the backend-agreement tolerance (harness.check's
-  targets when present, else report.DEFAULT_AGREEMENT_TOLERANCE = 1.0 nat): the bound we already accept
-  between two correct backends.
+Significance rules (one source: `same_backend_tolerance`, `loss_change` and `speed_change`):
+- Loss: a backend is judged against itself. On a CPU with the same thread count the same code gives
+  bit-identical losses (the resume and determinism tests check it), so the tolerance is 0 and any
+  difference is a change: new code, new library versions or new hardware. Elsewhere (a GPU, other
+  thread counts) run-to-run drift has not been calibrated, so differences are shown, not judged.
 - Speed: each run measures its own noise as the min-max range of its steady epochs (train_seconds of
   the epochs after the first). A change counts when the new median lies outside the base's [min, max]
   widened on both sides by the new run's own range (max - min), so the noise of both runs is allowed
@@ -24,8 +26,8 @@ from pathlib import Path
 
 from harness import atomic, results
 from harness.errors import HarnessError
-from harness.report import agreement_tolerance, finite_epochs
-from harness.results import BackendResult
+from harness import agreement
+from harness.results import BackendResult, finite_epochs
 
 MIN_RELATIVE_SPEED_CHANGE = 0.05  # a policy floor (see the module docstring), not a measured number
 
@@ -62,9 +64,17 @@ def speed_change(base: Steady | None, new: Steady | None) -> int | None:
     return 0
 
 
-def loss_change(base: float | None, new: float | None, tol: float) -> int | None:
-    """+1 worse, -1 better beyond the tolerance, 0 within it, None when not judged."""
+def same_backend_tolerance(base: BackendResult | None, new: BackendResult | None) -> float | None:
+    """0.0 where one backend must reproduce itself bit for bit (CPU, same threads); None: not calibrated."""
     if base is None or new is None:
+        return None
+    same_cpu = agreement.device_kind(base.device) == "cpu" == agreement.device_kind(new.device)
+    return 0.0 if same_cpu and base.threads == new.threads else None
+
+
+def loss_change(base: float | None, new: float | None, tol: float | None) -> int | None:
+    """+1 worse, -1 better beyond the tolerance, 0 within it, None when not judged."""
+    if base is None or new is None or tol is None:
         return None
     return 0 if abs(new - base) <= tol else (1 if new > base else -1)
 
@@ -81,6 +91,7 @@ class Row:
     loss: tuple[float | None, float | None]
     sampled: tuple[float | None, float | None]
     speed: tuple[Steady | None, Steady | None]
+    tolerance: float | None  # same-backend loss tolerance; None = not calibrated
     loss_flag: int | None
     sampled_flag: int | None
     speed_flag: int | None
@@ -99,10 +110,20 @@ def _at_common_epoch(base: BackendResult | None, new: BackendResult | None):
     return k, b[k], n[k]
 
 
-def compare(base_dir: Path, new_dir: Path) -> tuple[list[Row], float, str]:
-    """Rows for every (backend, device) in either run, plus the loss tolerance and its source."""
+def check_comparable(base_dir: Path, base_cfg: dict, new_dir: Path, new_cfg: dict) -> None:
+    """One-line refusal unless both runs are one seed of one experiment."""
+    if base_cfg.get("seed") != new_cfg.get("seed"):
+        raise HarnessError(f"cannot compare {base_dir} and {new_dir}: seeds differ "
+                           f"({base_cfg.get('seed')} vs {new_cfg.get('seed')}), so the losses are not one experiment")
+    why = agreement.mismatch(agreement.experiment(base_cfg), agreement.experiment(new_cfg))
+    if why:
+        raise HarnessError(f"cannot compare {base_dir} and {new_dir}: {why}")
+
+
+def compare(base_dir: Path, new_dir: Path) -> list[Row]:
+    """Rows for every (backend, device) in either run."""
     base_rec, new_rec = results.load(base_dir), results.load(new_dir)
-    tol, source = agreement_tolerance()
+    check_comparable(base_dir, base_rec.config, new_dir, new_rec.config)
     keys = list(dict.fromkeys((r.backend, r.device) for r in base_rec.results + new_rec.results))
     rows = []
     for backend, device in keys:
@@ -112,16 +133,15 @@ def compare(base_dir: Path, new_dir: Path) -> tuple[list[Row], float, str]:
         epoch, eb, en = _at_common_epoch(b, n)
         loss = (eb.test_loss, en.test_loss) if epoch else (None, None)
         sampled = (eb.test_loss_sampled, en.test_loss_sampled) if epoch else (None, None)
-        speed = (steady(b), steady(n))
-        rows.append(Row(backend, device, b, n, epoch, loss, sampled, speed,
+        speed, tol = (steady(b), steady(n)), same_backend_tolerance(b, n)
+        rows.append(Row(backend, device, b, n, epoch, loss, sampled, speed, tol,
                         loss_change(*loss, tol), loss_change(*sampled, tol), speed_change(*speed)))
-    return rows, tol, source
+    return rows
 
 
 # ---------------------------------------------------------------- presentation
 
-LOSS_MARKS = {1: "▲ worse, beyond tolerance", -1: "▼ better, beyond tolerance", 0: "within tolerance",
-              None: "-"}
+LOSS_MARKS = {1: "▲ worse: changed", -1: "▼ better: changed", 0: "identical", None: "not calibrated"}
 SPEED_MARKS = {1: "▲ slower, beyond spread", -1: "▼ faster, beyond spread", 0: "within spread",
                None: "not judged"}
 
@@ -143,32 +163,37 @@ def _speed_cell(pair: tuple[Steady | None, Steady | None]) -> str:
     return f"{one(b)} → {one(n)}{change}"
 
 
+def _loss_mark(flag: int | None, pair: tuple[float | None, float | None]) -> str:
+    return "-" if None in pair else LOSS_MARKS[flag]
+
+
 def table_rows(rows: list[Row]) -> list[dict[str, str]]:
     """Display strings, shared by the terminal table and the markdown file."""
     return [{
         "backend": r.backend, "device": r.device,
         "status": f"{_status(r.base)} → {_status(r.new)}",
         "epoch": "-" if r.epoch is None else str(r.epoch),
-        "test_loss (z = mu)": _loss_cell(r.loss), "loss change": LOSS_MARKS[r.loss_flag],
-        "test_loss_sampled": _loss_cell(r.sampled), "sampled change": LOSS_MARKS[r.sampled_flag],
+        "test_loss (z = mu)": _loss_cell(r.loss), "loss change": _loss_mark(r.loss_flag, r.loss),
+        "test_loss_sampled": _loss_cell(r.sampled), "sampled change": _loss_mark(r.sampled_flag, r.sampled),
         "steady s/epoch (min-max)": _speed_cell(r.speed), "speed change": SPEED_MARKS[r.speed_flag],
     } for r in rows]
 
 
-def rule_text(tol: float, source: str) -> str:
-    return (f"Loss: changes beyond {tol:g} nat ({source}) at the last epoch both runs finished are marked. "
-            "Speed: marked when the new steady median lies outside the base run's steady min-max widened by "
+def rule_text() -> str:
+    return ("Loss, at the last epoch both runs finished: each backend against itself; on a CPU with the same "
+            "threads any difference is a change (the same code reproduces its losses bit for bit), elsewhere "
+            "differences are not calibrated and not judged. Speed: marked when the new steady median lies outside the base run's steady min-max widened by "
             f"the new run's own min-max range, and differs by more than {100 * MIN_RELATIVE_SPEED_CHANGE:g}%.")
 
 
-def to_markdown(base_dir: Path, new_dir: Path, rows: list[Row], tol: float, source: str) -> str:
+def to_markdown(base_dir: Path, new_dir: Path, rows: list[Row]) -> str:
     import pandas as pd
     table = pd.DataFrame(table_rows(rows)).to_markdown(index=False, disable_numparse=True)
     return (f"# vae-bench compare\n\nBase: `{base_dir}`  \nNew: `{new_dir}`\n\n{table}\n\n"
-            f"{rule_text(tol, source)}\n")
+            f"{rule_text()}\n")
 
 
-def print_table(base_dir: Path, new_dir: Path, rows: list[Row], tol: float, source: str) -> None:
+def print_table(base_dir: Path, new_dir: Path, rows: list[Row]) -> None:
     from rich.table import Table
 
     from harness.console import console
@@ -185,7 +210,7 @@ def print_table(base_dir: Path, new_dir: Path, rows: list[Row], tol: float, sour
                 cells[col] = f"[bold {colour[flag]}]{cells[col]}[/]"
         table.add_row(*cells.values())
     console.print(table)
-    console.print(rule_text(tol, source))
+    console.print(rule_text())
 
 
 def add_subcommands(sub) -> None:
@@ -197,11 +222,11 @@ def add_subcommands(sub) -> None:
 
 
 def cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
-    rows, tol, source = compare(args.base, args.new)
-    print_table(args.base, args.new, rows, tol, source)
+    rows = compare(args.base, args.new)
+    print_table(args.base, args.new, rows)
     if args.markdown:
         try:
-            atomic.write_text(args.markdown, to_markdown(args.base, args.new, rows, tol, source))
+            atomic.write_text(args.markdown, to_markdown(args.base, args.new, rows))
         except OSError as exc:
             raise HarnessError(f"cannot write {args.markdown}: {exc.strerror or exc}") from None
         from harness.console import console

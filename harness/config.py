@@ -78,6 +78,9 @@ class RunConfig:
     # array, drawn by `epoch_noise`; "framework" lets each framework draw its own from `noise_seed`, so
     # backends follow different trajectories. Runs with different sources are never compared.
     noise: str = "harness"
+    # Compile from empty caches (a fresh folder per job) instead of the shared persistent ones; see
+    # harness/caches.py. Changes compile seconds only, never the numbers trained.
+    cold_compile: bool = False
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def to_dict(self) -> dict:

@@ -7,6 +7,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from harness import caches, measure
 from harness.results import BackendResult, RunRecord
 
 # Logs and CI have no terminal width; the results table needs more than rich's fallback of 80 columns.
@@ -60,14 +61,13 @@ def results_table(record: RunRecord) -> Table:
     for r in record.results:
         s = r.summary
         last = r.epochs[-1] if r.epochs else None
-        steady = (f"{s['steady_seconds_per_epoch']:.2f} ({s['steady_seconds_min']:.2f}-"
-                  f"{s['steady_seconds_max']:.2f})" if s else "-")
+        steady = measure.seconds_cell(s)
         base = ref.get(r.device)
         speedup = f"{base / s['steady_seconds_per_epoch']:.2f}x" if s and base else "-"
         status = r.status if r.status == "ok" else f"[red]{r.status}[/red]"
         table.add_row(r.backend, r.device, status, str(len(r.epochs)),
                       _fmt(last and last.train_loss), _fmt(last and last.test_loss),
-                      _fmt(last and last.test_loss_sampled), _fmt(r.compile_seconds),
+                      _fmt(last and last.test_loss_sampled), caches.label(r.compile_seconds, r.compile_cache),
                       _fmt(r.first_epoch_seconds), steady,
                       _fmt(s.get("train_samples_per_second"), ",.0f"), speedup,
                       _fmt(s.get("floor_multiple")))

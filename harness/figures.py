@@ -20,12 +20,16 @@ from harness import atomic  # noqa: E402
 
 DPI = 150
 
-# Reference losses per test sample (nats) of pytorch/examples vae/main.py, as published with it in
-# 2018 and quoted in DEVELOPERS.md. They hold for full runs (60k train / 10k test) only.
-REF_TEST_LOSS_EPOCH1 = (119.0, 121.0)         # test_loss (z = mu) after epoch 1
-REF_TEST_LOSS_EPOCH50 = 93.0                  # test_loss (z = mu) after 50 epochs
-REF_SAMPLED_LOSS_EPOCH1 = (127.0, 129.0)      # test_loss_sampled (one z ~ q(z|x)) after epoch 1
-REF_SAMPLED_LOSS_EPOCH50 = 102.0              # test_loss_sampled after 50 epochs
+
+
+@dataclass(frozen=True)
+class BandMark:
+    """A calibrated band of one metric at one epoch (from harness/targets.toml), drawn behind the curves."""
+
+    metric: str
+    epoch: int
+    low: float
+    high: float
 
 
 @dataclass(frozen=True)
@@ -54,19 +58,17 @@ def _save(fig, path: Path) -> None:
     atomic.write_bytes(path, buf.getvalue())
 
 
-def loss_curves(curves: list[Curve], path: Path) -> None:
-    """test_loss and test_loss_sampled per epoch, one panel each, with the reference values as bands."""
+def loss_curves(curves: list[Curve], path: Path, bands: list[BandMark] = ()) -> None:
+    """test_loss and test_loss_sampled per epoch, one panel each, with the calibrated bands behind them."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-    panels = (
-        (axes[0], "test_loss (z = mu)", "test_loss", REF_TEST_LOSS_EPOCH1, REF_TEST_LOSS_EPOCH50),
-        (axes[1], "test_loss_sampled (one z ~ q(z|x))", "test_loss_sampled",
-         REF_SAMPLED_LOSS_EPOCH1, REF_SAMPLED_LOSS_EPOCH50),
-    )
-    for ax, title, field, (lo, hi), at50 in panels:
-        # Horizontal references, not points at x = 1 and x = 50: a short run keeps a readable x axis.
-        ax.axhspan(lo, hi, color="tab:green", alpha=0.15, label=f"reference, epoch 1: {lo:g}-{hi:g}")
-        ax.axhline(at50, color="tab:green", linestyle="--", linewidth=1,
-                   label=f"reference, epoch 50: ~{at50:g}")
+    panels = ((axes[0], "test_loss (z = mu)", "test_loss"),
+              (axes[1], "test_loss_sampled (one z ~ q(z|x))", "test_loss_sampled"))
+    styles = ({"color": "tab:green", "alpha": 0.15}, {"color": "tab:olive", "alpha": 0.15})
+    for ax, title, field in panels:
+        # Horizontal spans, not points at x = epoch: a short run keeps a readable x axis.
+        for band, style in zip(sorted((b for b in bands if b.metric == field), key=lambda b: b.epoch), styles):
+            ax.axhspan(band.low, band.high, **style,
+                       label=f"calibrated band, epoch {band.epoch}: {band.low:g}-{band.high:g}")
         for c in curves:
             ax.plot(c.epochs, getattr(c, field), marker="o", markersize=3, label=c.label)
         ax.set_title(title)
@@ -76,7 +78,7 @@ def loss_curves(curves: list[Curve], path: Path) -> None:
         if max((len(c.epochs) for c in curves), default=0) <= 20:
             ax.xaxis.get_major_locator().set_params(integer=True)
     axes[0].set_ylabel("loss per test sample (nats)")
-    fig.suptitle("Test loss per epoch (references: pytorch/examples, full MNIST)")
+    fig.suptitle("Test loss per epoch" + (" (bands: harness/targets.toml)" if bands else " (no calibrated bands)"))
     fig.tight_layout()
     _save(fig, path)
 

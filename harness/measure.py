@@ -47,19 +47,41 @@ def eval_flops_per_sample(m: ModelConfig = ModelConfig()) -> int:
     return 2 * (enc + 2 * dec)
 
 
+def throughput_basis(n_epochs: int) -> str:
+    """'steady' (median of the epochs after the first) or, for a run of one epoch, 'first epoch'."""
+    return "steady" if n_epochs >= 2 else "first epoch"
+
+
+def basis_of(summary: dict[str, Any]) -> str:
+    """The throughput basis of a stored summary (records before the field existed: from steady_epochs)."""
+    return summary.get("throughput_basis") or throughput_basis(int(summary.get("steady_epochs", 0)) + 1)
+
+
+def seconds_cell(summary: dict[str, Any], spec: str = ".2f") -> str:
+    """'median (min-max)' for a steady state, 'x (first epoch)' for a run that has none; '-' if empty."""
+    if "steady_seconds_per_epoch" not in summary:
+        return "-"
+    median = format(summary["steady_seconds_per_epoch"], spec)
+    if basis_of(summary) != "steady":
+        return f"{median} (first epoch)"
+    return f"{median} ({format(summary['steady_seconds_min'], spec)}-{format(summary['steady_seconds_max'], spec)})"
+
+
 def summarize(epochs: list[dict], config: RunConfig, compile_seconds: float | None,
               probe: dict | None, n_train: int, repeat_seconds: list[float] = ()) -> dict[str, Any]:
     """Steady-state figures of one backend from its epoch records (dicts of EpochRecord fields) and
     the extra timed epochs of --repeats."""
     if not epochs:
         return {}
-    steady = epochs[1:] or epochs  # a 1-epoch run has no steady state; say so via steady_epochs
+    # A 1-epoch run has no steady state: its figures are the first epoch's, and throughput_basis says so.
+    steady = epochs[1:] or epochs
     secs = [e["train_seconds"] for e in steady] + list(repeat_seconds)
     evals = [e["eval_seconds"] for e in steady]
     median = statistics.median(secs)
     flops = train_flops_per_sample(config.model) * n_train
     out: dict[str, Any] = {
         "steady_epochs": len(epochs) - 1,
+        "throughput_basis": throughput_basis(len(epochs)),
         "repeats": len(repeat_seconds),
         "steady_seconds_per_epoch": median,
         "steady_seconds_min": min(secs),

@@ -11,8 +11,6 @@ reconstructions and samples, probe, environment, the command that reproduces the
 from __future__ import annotations
 
 import argparse
-import itertools
-import math
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -21,18 +19,16 @@ from typing import Any
 
 import numpy as np
 
-from harness import atomic, results
+from harness import atomic, caches, measure, results
 from harness.config import PARAM_ORDER
 from harness.errors import HarnessError
-from harness.results import BackendResult, RunRecord
+from harness.results import BackendResult, RunRecord, finite_epochs
+from harness.verdict import calibrated_bands, gap_table
+from harness.verdict import sentences as verdict_sentences
 
 REPORT_FILE = "report.md"
 FIGURES_DIR = "figures"
 REFERENCE_BACKEND = "torch-reference"  # the pytorch/examples loop users know: the speed-up baseline
-
-# Backends agree when their largest per-epoch |test_loss difference| on the same seed is within this
-# many nats. Used only when harness.check does not provide a measured tolerance.
-DEFAULT_AGREEMENT_TOLERANCE = 1.0
 
 N_DIGITS = 8          # the first N test digits, the same for every backend so grids compare side by side
 SAMPLE_SEED = 0       # z ~ N(0, I) from np.random.default_rng(SAMPLE_SEED): the same z for every backend
@@ -56,19 +52,6 @@ class Entry:
 
 # ---------------------------------------------------------------- loading and shared numbers
 
-def agreement_tolerance(epochs: int | None = None) -> tuple[float, str]:
-    """(tolerance in nats, where it came from): the calibrated targets of the profile for this length."""
-    from harness import check
-    try:
-        profiles = check.load_targets()
-    except HarnessError:
-        return DEFAULT_AGREEMENT_TOLERANCE, "default; no readable targets file"
-    profile = next((p for p in profiles.values() if p.epochs == epochs), profiles.get("ci"))
-    if profile is None:
-        return DEFAULT_AGREEMENT_TOLERANCE, "default; no ci profile in the targets"
-    return profile.max_backend_difference, f"calibrated, targets profile '{profile.name}'"
-
-
 def load_entries(loaded: list[tuple[Path, RunRecord]]) -> list[Entry]:
     """Every backend result of every loaded run, labelled uniquely (backend and device, seed/run if needed)."""
     pairs = [(d, rec, r) for d, rec in loaded for r in rec.results]
@@ -77,11 +60,6 @@ def load_entries(loaded: list[tuple[Path, RunRecord]]) -> list[Entry]:
     # The same backend on the same device in two runs: the run folder tells them apart.
     labels = [f"{lab} [{d.name}]" if labels.count(lab) > 1 else lab for lab, (d, _, _) in zip(labels, pairs)]
     return [Entry(d, rec, r, lab) for lab, (d, rec, r) in zip(labels, pairs)]
-
-
-def finite_epochs(r: BackendResult) -> list:
-    """Epochs whose losses are numbers (a diverged backend's last epoch may hold nan)."""
-    return [e for e in r.epochs if math.isfinite(e.test_loss) and math.isfinite(e.test_loss_sampled)]
 
 
 def steady_seconds(r: BackendResult) -> float | None:
@@ -108,37 +86,6 @@ def _one_line(text: str | None) -> str:
 
 # ---------------------------------------------------------------- verdict
 
-def _agreement_sentences(entries: list[Entry], tol: float, source: str) -> list[str]:
-    # Losses compare only between jobs that saw the same data and noise: same seed and same data limits.
-    groups: dict[tuple, list[Entry]] = defaultdict(list)
-    for e in entries:
-        if finite_epochs(e.result):
-            c = e.record.config
-            groups[(e.result.seed, c.get("train_limit", 0), c.get("test_limit", 0))].append(e)
-    out = []
-    for (seed, _, _), group in groups.items():
-        if len(group) < 2:
-            continue
-        diffs = []
-        for a, b in itertools.combinations(group, 2):
-            if (found := max_difference(a.result, b.result)) is not None:
-                diffs.append((*found, a, b))
-        if not diffs:
-            continue
-        worst, epoch, a, b = max(diffs, key=lambda t: t[0])
-        names = ", ".join(e.label for e in group)
-        if worst <= tol:
-            out.append(f"**{names} agree** (seed {seed}): the largest per-epoch test_loss difference is "
-                       f"{worst:.3f} nats ({a.label} vs {b.label}, epoch {epoch}), within the "
-                       f"{tol:g}-nat tolerance ({source}).")
-        else:
-            bad = sorted({e.label for d, _, x, y in diffs if d > tol for e in (x, y)})
-            out.append(f"**Backends disagree** (seed {seed}): {a.label} and {b.label} differ by {worst:.3f} "
-                       f"nats in test_loss at epoch {epoch}, beyond the {tol:g}-nat tolerance ({source}); "
-                       f"involved: {', '.join(bad)}.")
-    return out
-
-
 def _speed_sentences(entries: list[Entry]) -> list[str]:
     out = []
     for device, group in _by_device(entries).items():
@@ -148,8 +95,9 @@ def _speed_sentences(entries: list[Entry]) -> list[str]:
             continue
         best = timed[0]
         s = best.result.summary
+        basis = "" if measure.basis_of(s) == "steady" else ", first epoch: a 1-epoch run has no steady state"
         text = (f"On **{device}**, **{best.label}** is fastest at {s['steady_seconds_per_epoch']:.3g} "
-                f"s/epoch ({s['train_samples_per_second']:,.0f} train samples/s)")
+                f"s/epoch ({s['train_samples_per_second']:,.0f} train samples/s{basis})")
         if len(timed) > 1:
             nxt = timed[1]
             ns = nxt.result.summary
@@ -171,9 +119,9 @@ def _speed_sentences(entries: list[Entry]) -> list[str]:
 
 def verdict(entries: list[Entry]) -> str:
     """One paragraph: agreement, the fastest backend per device, failures, and how short the run was."""
-    tol, source = agreement_tolerance(max((e.record.config.get("epochs", 0) for e in entries), default=None))
-    parts = _agreement_sentences(entries, tol, source) or [
-        "No two backends finished a common epoch on the same seed, so agreement cannot be judged."]
+    parts = verdict_sentences(entries) or [
+        "No two backends finished a common epoch in one experiment (same seed, device kind, model config, "
+        "precision, data limits and noise source), so agreement cannot be judged."]
     parts += _speed_sentences(entries) or ["No backend finished a timed steady epoch."]
     failed = [e for e in entries if e.result.status != "ok"]
     if failed:
@@ -218,8 +166,7 @@ def summary_frame(group: list[Entry]):
     for e in group:
         r, s = e.result, e.result.summary or {}
         last = (finite_epochs(r) or [None])[-1]
-        steady = (f"{s['steady_seconds_per_epoch']:.3g} ({s['steady_seconds_min']:.3g}-"
-                  f"{s['steady_seconds_max']:.3g})" if "steady_seconds_per_epoch" in s else "-")
+        steady = measure.seconds_cell(s, ".3g")
         if "target_loss" in s:
             tt = s.get("time_to_target_seconds")
             target = f"{tt:.1f} (< {s['target_loss']:g})" if tt is not None else f"not reached (< {s['target_loss']:g})"
@@ -233,7 +180,7 @@ def summary_frame(group: list[Entry]):
             "epochs": str(len(r.epochs)),
             "final test_loss (z = mu)": _fmt(last and last.test_loss),
             "final test_loss_sampled": _fmt(last and last.test_loss_sampled),
-            "compile s": _fmt(r.compile_seconds),
+            "compile s": caches.label(r.compile_seconds, r.compile_cache),
             "first epoch s": _fmt(r.first_epoch_seconds),
             "steady s/epoch (min-max)": steady,
             "train samples/s": _fmt(s.get("train_samples_per_second"), ",.0f"),
@@ -321,26 +268,31 @@ def _figure_sections(entries: list[Entry], out_dir: Path) -> list[str]:
                             [x.test_loss_sampled for x in ep])
               for e in entries if (ep := finite_epochs(e.result))]
     if curves:
-        figures.loss_curves(curves, fig_dir / "loss.png")
+        bands, where = calibrated_bands(entries[0].record.config, entries[0].result.device)
+        figures.loss_curves(curves, fig_dir / "loss.png", bands)
         lines += [f"![test_loss and test_loss_sampled per epoch]({FIGURES_DIR}/loss.png)", "",
                   "Left: test_loss (z = mu); right: test_loss_sampled (one z ~ q(z|x)); nats per test sample. "
-                  "Green band and dashed line: the pytorch/examples reference after epoch 1 and after 50 "
-                  "epochs (full MNIST).", ""]
+                  f"Shaded: {where}", ""]
     else:
         lines += ["No backend finished an epoch.", ""]
 
     lines += ["## Throughput", ""]
     rows = []
     for e in entries:
-        steady = [x.samples_per_second for x in e.result.epochs[1:]]
-        if steady and e.result.summary.get("train_samples_per_second"):
-            rows.append(figures.Throughput(e.label, e.result.summary["train_samples_per_second"], steady))
+        s = e.result.summary
+        if not s.get("train_samples_per_second"):
+            continue
+        steady = measure.basis_of(s) == "steady"
+        per_epoch = [x.samples_per_second for x in (e.result.epochs[1:] if steady else e.result.epochs[:1])]
+        rows.append(figures.Throughput(e.label if steady else f"{e.label}, first epoch", s["train_samples_per_second"],
+                                       per_epoch))
     if rows:
         figures.throughput(rows, fig_dir / "throughput.png")
         lines += [f"![training throughput per backend]({FIGURES_DIR}/throughput.png)", "",
-                  "Bars: median over the steady epochs (after the first); whiskers: min-max; dots: each epoch.", ""]
+                  "Bars: median over the steady epochs (after the first); whiskers: min-max; dots: each epoch. "
+                  "A run of one epoch has no steady state: its bar is the first epoch, labelled so.", ""]
     else:
-        lines += ["No backend finished a steady epoch (one after the first).", ""]
+        lines += ["No backend finished an epoch.", ""]
 
     lines += ["## Reconstructions and samples", "",
               f"Top rows: the first {N_DIGITS} MNIST test digits; below them each backend's reconstruction "
@@ -429,7 +381,7 @@ def write_report(run_dirs: list[Path], out_dir: Path) -> Path:
     title = ", ".join(sorted({e.result.device for e in entries}))
     lines = [f"# vae-bench report ({title})", "",
              "From: " + ", ".join(f"`{d / results.RESULTS_FILE}`" for d in run_dirs), "",
-             "## Verdict", "", verdict(entries), ""]
+             "## Verdict", "", verdict(entries), "", *gap_table(entries)]
     lines += _summary_section(entries)
     path = out_dir / REPORT_FILE
     try:

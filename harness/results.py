@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,9 +49,11 @@ class BackendResult:
     error: str | None = None
     epochs: list[EpochRecord] = field(default_factory=list)
     compile_seconds: float | None = None
+    compile_cache: str | None = None  # harness.caches.STATES: cold, warm, unknown or none
     first_epoch_seconds: float | None = None
     setup_seconds: float | None = None
     threads: int | None = None
+    cores: list[int] | None = None  # the CPU cores the job was pinned to
     memory: dict[str, float] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)  # derived by harness.measure.summarize
     backend_info: dict[str, Any] = field(default_factory=dict)  # framework versions, compile mode, ...
@@ -93,6 +96,11 @@ class RunRecord:
                    results=[BackendResult.from_dict(r) for r in d.get("results", [])],
                    probe=d.get("probe"), command=d.get("command", ""),
                    schema_version=d.get("schema_version", SCHEMA_VERSION))
+
+
+def finite_epochs(r: BackendResult) -> list[EpochRecord]:
+    """Epochs whose losses are numbers (a diverged backend's last epoch may hold nan)."""
+    return [e for e in r.epochs if math.isfinite(e.test_loss) and math.isfinite(e.test_loss_sampled)]
 
 
 def save(record: RunRecord, run_dir: Path) -> None:

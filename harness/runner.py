@@ -138,7 +138,9 @@ def _run_one(record: RunRecord, job: Job, result: BackendResult, run_dir: Path, 
     job_file = folder / "job.json"
     atomic.write_json(job_file, {"backend": job.backend, "device": job.device, "seed": job.seed,
                                  "config": job.config.to_dict(), "job_dir": str(folder),
-                                 "data_dir": str(data_dir), "resume": resume})
+                                 "data_dir": str(data_dir), "resume": resume,
+                                 # the cores this run may use: a concurrent GPU job's share (executors)
+                                 "cores": sorted(os.sched_getaffinity(0))})
     result.status, result.error, result.stderr_tail = "running", None, None
     if not resume:
         result.epochs = []
@@ -168,7 +170,7 @@ def _run_one(record: RunRecord, job: Job, result: BackendResult, run_dir: Path, 
 def _apply_event(r: BackendResult, ev: dict, probe, config: RunConfig, n_train: int) -> None:
     kind = ev["event"]
     if kind == "started":
-        r.threads = ev["threads"]
+        r.threads, r.cores = ev["threads"], ev.get("cores")
     elif kind == "resumed":
         r.epochs = [e for e in r.epochs if e.epoch < ev["epoch"]] + [EpochRecord(**ev["record"])]
     elif kind == "setup":
@@ -176,7 +178,7 @@ def _apply_event(r: BackendResult, ev: dict, probe, config: RunConfig, n_train: 
         r.memory.update(ev["memory"])
     elif kind == "compiled":
         if r.compile_seconds is None:  # a resumed job compiles again; the first figure stands
-            r.compile_seconds = ev["compile_seconds"]
+            r.compile_seconds, r.compile_cache = ev["compile_seconds"], ev.get("compile_cache")
     elif kind == "epoch":
         rec = EpochRecord(**ev["record"])
         r.epochs = [e for e in r.epochs if e.epoch < rec.epoch] + [rec]

@@ -86,6 +86,8 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         entry: dict[str, Any] = dict(zip(GROUP, key))
         entry["n"] = int(len(group))
         entry["seeds"] = sorted(int(s) for s in group["seed"])
+        if "throughput_basis" in group:  # which throughput the samples/s figures are: steady or first epoch
+            entry["throughput_basis"] = "/".join(sorted(set(group["throughput_basis"].dropna().astype(str))))
         for column, prefix in METRICS.items():
             d = describe(group[column])
             entry.update({f"{prefix}_{k}": v for k, v in d.items() if k != "n"})

@@ -100,7 +100,8 @@ class SweepJob:
     overhead_seconds: float | None = None  # wall - work: process start, imports, data, transfer, writing
     test_loss: float | None = None         # final epoch, z = mu
     test_loss_sampled: float | None = None  # final epoch, one sampled z
-    samples_per_second: float | None = None  # steady training throughput (measure.summarize)
+    samples_per_second: float | None = None  # training throughput (measure.summarize) on this basis:
+    throughput_basis: str | None = None      # "steady", or "first epoch" for a 1-epoch job
 
     def __post_init__(self) -> None:
         self.run_dir = self.run_dir or self.id
@@ -179,7 +180,8 @@ def load(sweep_dir: str | Path) -> SweepState:
 
 def summary_rows(jobs: list[SweepJob]) -> list[dict[str, Any]]:
     """The inputs of stats.summarize: one row per job that finished ok."""
-    keep = ("backend", "device", "latent_dim", "seed", "test_loss", "test_loss_sampled", "samples_per_second")
+    keep = ("backend", "device", "latent_dim", "seed", "test_loss", "test_loss_sampled", "samples_per_second",
+            "throughput_basis")
     return [{k: getattr(j, k) for k in keep} for j in jobs
             if j.status == "ok" and None not in (j.test_loss, j.test_loss_sampled, j.samples_per_second)]
 
@@ -189,7 +191,7 @@ def apply_outcome(job: SweepJob, outcome: JobOutcome) -> None:
     job.status, job.error = outcome.status, outcome.error
     job.node, job.wall_seconds = outcome.node, outcome.wall_seconds
     job.work_seconds = job.overhead_seconds = None
-    job.test_loss = job.test_loss_sampled = job.samples_per_second = None
+    job.test_loss = job.test_loss_sampled = job.samples_per_second = job.throughput_basis = None
     if outcome.record is None or not outcome.record.results:
         return
     result = outcome.record.results[0]
@@ -198,6 +200,7 @@ def apply_outcome(job: SweepJob, outcome: JobOutcome) -> None:
         job.test_loss = result.summary["final_test_loss"]
         job.test_loss_sampled = result.summary["final_test_loss_sampled"]
         job.samples_per_second = result.summary["train_samples_per_second"]
+        job.throughput_basis = measure.basis_of(result.summary)
     if result.epochs:
         job.work_seconds = (result.setup_seconds or 0.0) + result.epochs[-1].elapsed_seconds
         if job.wall_seconds is not None and not outcome.resumed:

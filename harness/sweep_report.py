@@ -127,8 +127,16 @@ def _summary_section(state: SweepState) -> str:
              "samples/s sd": _fmt(s["samples_per_second_std"], ",.0f")}
             for s in state.summary]
     table = pd.DataFrame(rows).to_markdown(index=False)
-    return ("## Summary\n\nMean (95% t-interval) over seeds of the final epoch's losses and the steady "
-            f"training throughput; sd = sample standard deviation.\n\n{table}\n")
+    return ("## Summary\n\nMean (95% t-interval) over seeds of the final epoch's losses and the "
+            f"{throughput_basis(state)} training throughput; sd = sample standard deviation.\n\n{table}\n")
+
+
+def throughput_basis(state: SweepState) -> str:
+    """Which throughput the sweep's samples/s are: 'steady', 'first-epoch' (1-epoch jobs) or both, labelled."""
+    bases = {j.throughput_basis or "steady" for j in state.jobs if j.status == "ok" and j.samples_per_second}
+    if bases == {"first epoch"}:
+        return "first-epoch (1-epoch jobs have no steady state)"
+    return "steady" if bases <= {"steady"} else "steady or first-epoch (mixed job lengths)"
 
 
 def _comparison_section(state: SweepState) -> str:
@@ -198,7 +206,7 @@ def _plot_throughput(state: SweepState, path: Path) -> None:
     ax.boxplot(values, tick_labels=labels, showfliers=False)
     for i, v in enumerate(values, start=1):
         ax.plot([i] * len(v), v, "o", color="C0", alpha=0.7, markersize=4)
-    ax.set(ylabel="steady training samples/s", title="throughput per job")
+    ax.set(ylabel=f"{throughput_basis(state).split(' (')[0]} training samples/s", title="throughput per job")
     _save(fig, path)
 
 

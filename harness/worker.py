@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from backends.base import pass_noise
-from harness import atomic, data
+from harness import atomic, caches, data
 from harness.config import RunConfig, epoch_permutation, init_params
 from harness.errors import HarnessError
 from harness.results import EpochRecord
@@ -41,9 +41,10 @@ class Events:
         self.out.flush()
 
 
-def pin_threads(threads: int) -> int:
-    """Use the first `threads` cores; torch obeys set_num_threads, XLA sizes its pool by the affinity."""
-    cores = sorted(os.sched_getaffinity(0))
+def pin_threads(threads: int, cores: list[int] | None = None) -> int:
+    """Use the first `threads` of `cores` (the job spec's, else this process's affinity); torch obeys
+    set_num_threads, XLA sizes its pool by the affinity."""
+    cores = sorted(cores or os.sched_getaffinity(0))
     threads = min(threads or len(cores), len(cores))
     os.sched_setaffinity(0, cores[:threads])
     os.environ["OMP_NUM_THREADS"] = str(threads)
@@ -72,16 +73,22 @@ def save_checkpoint(path: Path, state: dict[str, np.ndarray], meta: dict) -> Non
 
 def train(job: dict, events: Events) -> None:
     config = RunConfig.from_dict(job["config"])
+    # Before the framework is imported: both read their cache settings from the environment then.
+    with caches.activated(config.cold_compile) as compile_caches:
+        _train(job, events, config, compile_caches)
+
+
+def _train(job: dict, events: Events, config: RunConfig, compile_caches: caches.CompileCaches) -> None:
     backend_name, seed = job["backend"], job["seed"]
     job_dir = Path(job["job_dir"])
-    threads = pin_threads(config.threads)
+    threads = pin_threads(config.threads, job.get("cores"))
 
     import backends  # after pinning, so the framework's thread pools see the affinity
     from harness.measure import framework_info
 
     config = dataclasses.replace(config, threads=threads)
     backend = backends.create(backend_name)
-    events.send("started", pid=os.getpid(), threads=threads)
+    events.send("started", pid=os.getpid(), threads=threads, cores=sorted(os.sched_getaffinity(0)))
 
     mnist = data.load(job["data_dir"], allow_download=False)
     train_x, test_x = mnist.train_x, mnist.test_x
@@ -104,12 +111,19 @@ def train(job: dict, events: Events) -> None:
     events.send("setup", setup_seconds=time.perf_counter() - t, backend_info=framework_info(backend_name, config),
                 memory={"rss_before_training_bytes": current_rss_bytes(), **_prefix(backend.device_memory(), "device_before_training_")})
 
+    compiler = backends.REGISTRY[backend_name].compiler
+    cache_folder = compile_caches.folder(compiler)
+    before = caches.count_entries(cache_folder)
     t = time.perf_counter()
     backend.warmup()
     backend.synchronize()
     compile_seconds = time.perf_counter() - t
     elapsed += compile_seconds
-    events.send("compiled", compile_seconds=compile_seconds)
+    after = caches.count_entries(cache_folder)
+    cache_state = caches.classify(compiler, compile_caches.forced_cold, before, after)
+    if cache_folder is not None:  # for the stderr log: how the state was decided
+        print(f"compile cache {cache_folder}: {before} -> {after} entries: {cache_state}", file=sys.stderr)
+    events.send("compiled", compile_seconds=compile_seconds, compile_cache=cache_state)
 
     last_finite = None
     eval_noise = pass_noise(config.noise, seed, 0, test_x.shape[0], config.model.latent_dim)

@@ -141,3 +141,8 @@ class HangBackend(TorchEagerBackend):
 for cls in (KLSignBackend, MeanReductionBackend, EpsInsideSqrtBackend, LargeLRBackend,
             RaisingBackend, NaNBackend, ExitBackend, SlowBackend, HangBackend):
     register(cls.name, BackendSpec(__name__, cls.__name__, "torch", "torch", cls.__doc__ or cls.name))
+
+for name, cls in (("torch", "SpyTorchEagerBackend"), ("torch-reference", "SpyTorchReferenceBackend"),
+                  ("jax", "SpyJaxBackend")):
+    register(f"spy-{name}", BackendSpec("tests.spy_backends", cls, name.split("-")[0], name.split("-")[0],
+                                        f"{name}, saving the noise it receives"))

@@ -5,7 +5,8 @@ and report every finished job to the driver, which alone writes the sweep folder
 
 - local: CPU jobs one at a time, because a timing job needs every core. 'cuda' jobs run one per GPU at
   once, each in its own process pinned with CUDA_VISIBLE_DEVICES (and XLA_PYTHON_CLIENT_PREALLOCATE=false,
-  so JAX does not grab the memory up front). CPU jobs run first, alone, then the GPU jobs.
+  so JAX does not grab the memory up front) and to its own equal share of the cores (harness.placement).
+  CPU jobs run first, alone, then the GPU jobs.
 - ray: a CPU job asks for every CPU of a node (the smallest node's count, so it fits on any node) so its
   timings stay clean; a GPU job asks for one GPU. The driver puts the verified MNIST files in the object
   store once; the task writes them to a temporary folder on its node (the child re-verifies the MD5s),
@@ -28,7 +29,7 @@ from collections import deque
 from pathlib import Path
 from typing import Callable
 
-from harness import atomic, data, measure, results, runner
+from harness import atomic, data, measure, placement, results, runner
 from harness.config import RunConfig
 from harness.errors import HarnessError
 from harness.sweep import JobOutcome, SweepJob, SweepSpec
@@ -105,12 +106,13 @@ class LocalExecutor:
             on_done(job, run_local_job(spec.job_config(job, threads).to_dict(), str(sweep_dir / job.run_dir),
                                        str(self.mnist_dir), self._command(job), self.environment))
         if gpu:
-            slots = [{"CUDA_VISIBLE_DEVICES": g, **GPU_ENV} for g in visible_gpus()]
-            self.run_pinned(gpu, spec, sweep_dir, slots, threads, on_start, on_done)
+            slots = placement.gpu_slots(visible_gpus(), sorted(os.sched_getaffinity(0)))
+            self.run_pinned(gpu, spec, sweep_dir, slots, spec.threads, on_start, on_done)
 
-    def run_pinned(self, jobs: list[SweepJob], spec: SweepSpec, sweep_dir: Path, slots: list[dict[str, str]],
+    def run_pinned(self, jobs: list[SweepJob], spec: SweepSpec, sweep_dir: Path, slots: list[placement.Slot],
                    threads: int, on_start: OnStart, on_done: OnDone) -> None:
-        """Run `jobs` concurrently, one per slot, each in a process with that slot's environment."""
+        """Run `jobs` concurrently, one per slot, each in a process pinned to that slot's GPU and cores
+        with at most `threads` threads (0 = all of the slot's cores)."""
         if not slots:
             raise HarnessError("device cuda: no GPU visible (nvidia-smi lists none)")
         ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited threads or CUDA state
@@ -121,7 +123,8 @@ class LocalExecutor:
                 while queue and free:
                     job, slot = queue.popleft(), free.pop(0)
                     receive, send = ctx.Pipe(duplex=False)
-                    args = (slots[slot], send, spec.job_config(job, threads).to_dict(),
+                    config = spec.job_config(job, placement.job_threads(threads, slots[slot]))
+                    args = (slots[slot], send, config.to_dict(),
                             str(sweep_dir / job.run_dir), str(self.mnist_dir), self._command(job),
                             self.environment)
                     proc = ctx.Process(target=_pinned_child, args=args, name=f"vae-bench {job.id}")
@@ -147,10 +150,14 @@ class LocalExecutor:
         return f"{self.command}  # job {job.id}"
 
 
-def _pinned_child(env: dict[str, str], send, config_dict: dict, run_dir: str, data_dir: str, command: str,
+def _pinned_child(slot: placement.Slot, send, config_dict: dict, run_dir: str, data_dir: str, command: str,
                   environment: dict) -> None:
-    """Body of one pinned process: set the slot's environment, run the job, send the outcome back."""
+    """Body of one pinned process: take the slot's GPU and cores, run the job, send the outcome back.
+
+    The job's own processes inherit the affinity, and the runner writes it into each job spec."""
+    env = {"CUDA_VISIBLE_DEVICES": slot.gpu, **GPU_ENV}
     os.environ.update(env)
+    os.sched_setaffinity(0, slot.cores)
     environment = {**environment, "env": {**environment.get("env", {}), **env}}
     try:
         outcome = run_local_job(config_dict, run_dir, data_dir, command, environment)

@@ -52,6 +52,7 @@ class SweepSpec:
     train_limit: int = 0
     test_limit: int = 0
     target_loss: float = 100.0
+    cold_compile: bool = False  # every job compiles from empty caches (harness.caches)
     executor: str = "local"
     address: str | None = None  # Ray cluster, HOST:PORT; None = $RAY_ADDRESS or a local Ray instance
     max_retries: int = 2  # Ray retries of a job whose worker or node died
@@ -67,7 +68,7 @@ class SweepSpec:
         return RunConfig(backends=(job.backend,), device=job.device, epochs=self.epochs, seed=job.seed,
                          threads=threads, compile_mode=self.compile_mode, precision=self.precision,
                          train_limit=self.train_limit, test_limit=self.test_limit, timeout=self.timeout,
-                         target_loss=self.target_loss, model=model)
+                         target_loss=self.target_loss, cold_compile=self.cold_compile, model=model)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -95,6 +96,7 @@ class SweepJob:
     error: str | None = None
     attempts: int = 0            # times the driver started it (a Ray retry after a node death is inside one)
     node: str | None = None      # where it ran: the host, and the Ray node for the ray executor
+    cores: list[int] | None = None  # the CPU cores it was pinned to (concurrent GPU jobs get disjoint ones)
     wall_seconds: float | None = None      # as the driver saw it, results written
     work_seconds: float | None = None      # setup + compile + training + eval, as the child measured it
     overhead_seconds: float | None = None  # wall - work: process start, imports, data, transfer, writing
@@ -195,7 +197,7 @@ def apply_outcome(job: SweepJob, outcome: JobOutcome) -> None:
     if outcome.record is None or not outcome.record.results:
         return
     result = outcome.record.results[0]
-    job.status, job.error = result.status, result.error
+    job.status, job.error, job.cores = result.status, result.error, result.cores
     if result.summary:
         job.test_loss = result.summary["final_test_loss"]
         job.test_loss_sampled = result.summary["final_test_loss_sampled"]
@@ -340,7 +342,8 @@ def read_spec_file(path: Path) -> dict[str, Any]:
 
 
 SPEC_FLAGS = ("backends", "devices", "seeds", "latent_dims", "epochs", "threads", "compile_mode", "precision",
-              "timeout", "train_limit", "test_limit", "target_loss", "executor", "address", "max_retries")
+              "timeout", "train_limit", "test_limit", "target_loss", "cold_compile", "executor", "address",
+              "max_retries")
 
 
 def flag_values(args: argparse.Namespace) -> dict[str, Any]:
@@ -416,6 +419,8 @@ def add_subcommands(sub) -> None:
     p.add_argument("--allow-tf32", dest="allow_tf32", action="store_true")
     p.add_argument("--timeout", type=cli.non_negative_float, default=None, help="seconds per job (0 = none)")
     p.add_argument("--target-loss", dest="target_loss", type=float, default=None)
+    p.add_argument("--cold-compile", dest="cold_compile", action="store_true", default=None,
+                   help="every job compiles from empty jax/Inductor caches (recorded as cold or warm)")
     for flag in ("--train-limit", "--test-limit"):  # tests train on a few hundred samples
         p.add_argument(flag, type=cli.positive_int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--executor", choices=EXECUTORS, default=None, help="local (default) or ray")

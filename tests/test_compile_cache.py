@@ -58,22 +58,23 @@ def test_label():
     assert caches.label(None, "warm") == "-"
 
 
-def _jax_run(out: Path, cache: Path, mnist_dir: Path, *extra: str) -> dict:
+def _run(out: Path, cache: Path, mnist_dir: Path, backends: str, *extra: str) -> dict:
     env = {**os.environ, "VAE_BENCH_CACHE": str(cache)}
     for key in caches.environment(cache, True, {}):  # the test's own settings must not leak in
         env.pop(key, None)
-    proc = harness("run", "--backends", "jax,torch", "--epochs", "1", "--out", out, "--data-dir", mnist_dir,
+    proc = harness("run", "--backends", backends, "--epochs", "1", "--out", out, "--data-dir", mnist_dir,
                    *SMALL, *extra, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return {r["backend"]: r for r in json.loads((out / "results.json").read_text())["results"]}
 
 
+@pytest.mark.slow
 def test_second_jax_run_is_warm_and_cold_compile_is_cold(tmp_path, mnist):
     pytest.importorskip("jax")
     cache = tmp_path / "cache"
-    first = _jax_run(tmp_path / "a", cache, mnist.directory)
-    second = _jax_run(tmp_path / "b", cache, mnist.directory)
-    forced = _jax_run(tmp_path / "c", cache, mnist.directory, "--cold-compile")
+    first = _run(tmp_path / "a", cache, mnist.directory, "jax,torch")
+    second = _run(tmp_path / "b", cache, mnist.directory, "jax")
+    forced = _run(tmp_path / "c", cache, mnist.directory, "jax", "--cold-compile")
     assert (first["jax"]["compile_cache"], second["jax"]["compile_cache"]) == ("cold", "warm")
     assert forced["jax"]["compile_cache"] == "cold"
     assert first["torch"]["compile_cache"] == "none"  # eager torch compiles nothing

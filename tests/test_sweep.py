@@ -6,6 +6,7 @@ checked on hand-made records against a direct SciPy computation. The Ray executo
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -229,18 +230,23 @@ def test_sweep_report(interrupted_then_resumed, tmp_path):
 
 
 def test_pinned_processes_run_the_same_job(interrupted_then_resumed, tmp_path):
-    """The one-job-per-GPU machinery, exercised with a CPU job and an empty CUDA_VISIBLE_DEVICES."""
-    from harness import data, executors
+    """The one-job-per-GPU machinery, exercised with a CPU job, an empty CUDA_VISIBLE_DEVICES and one
+    core: the job spec and the record carry the slot's cores."""
+    from harness import data, executors, placement
     out = interrupted_then_resumed[0]
     state = sweep.load(out)
     job = sweep.SweepJob.from_dict({**vars(state.jobs[0]), "status": "pending", "attempts": 0})
     outcomes = []
     executor = executors.LocalExecutor(data.locate()[0], "test")
-    executor.run_pinned([job], state.spec, tmp_path, [{"CUDA_VISIBLE_DEVICES": ""}], 1,
+    core = max(os.sched_getaffinity(0))
+    executor.run_pinned([job], state.spec, tmp_path, [placement.Slot("", (core,))], 0,
                         on_start=lambda j: None, on_done=lambda j, o: outcomes.append(o))
     (outcome,) = outcomes
     assert outcome.status == "ok"
     assert outcome.record.environment["env"]["CUDA_VISIBLE_DEVICES"] == ""
+    assert outcome.record.results[0].cores == [core] and outcome.record.results[0].threads == 1
+    spec = json.loads((tmp_path / job.run_dir / job.backend / "job.json").read_text())
+    assert spec["cores"] == [core]
     mine, theirs = (json.loads((d / job.run_dir / "results.json").read_text())["results"][0]["epochs"]
                     for d in (tmp_path, out))
     assert [(e["train_loss"], e["test_loss"]) for e in mine] == [(e["train_loss"], e["test_loss"]) for e in theirs]

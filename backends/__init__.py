@@ -66,6 +66,12 @@ def check_names(names: list[str]) -> None:
         raise HarnessError(f"unknown backend {', '.join(map(repr, unknown))}; known backends: {', '.join(known())}")
 
 
+def frameworks(names) -> list[str]:
+    """The frameworks the backends `names` import, each once, in order (names must be known)."""
+    check_names(list(names))
+    return list(dict.fromkeys(REGISTRY[n].framework for n in names))
+
+
 def _ensure_plugins() -> None:
     global load_plugins_pending
     if load_plugins_pending:

@@ -8,6 +8,12 @@ shapes: per batch, the 5 forward products, the 5 weight-gradient products and th
 products (fc1 needs no input gradient), on preallocated operands (`out=`), best of several repeats.
 No framework can train an epoch faster than this on the same device and threads without changing the
 arithmetic, so each backend's s/epoch divided by it says how much time goes elsewhere.
+
+On CUDA the products are captured once in a CUDA graph and the graph is replayed: issued one by one, a
+few thousand tiny kernels cost more in launches than in arithmetic, and a backend that fuses or graphs
+its step (XLA, a captured step) would come out below such a "floor". With `tf32` the probe measures
+the TF32 floor and peak as well, since a TF32 run is held to those. On the CPU there is no launch to
+exclude, and the products run as a plain loop.
 """
 from __future__ import annotations
 
@@ -70,27 +76,60 @@ def epoch_products(m: ModelConfig, batch_sizes: list[int], device: torch.device)
     return run
 
 
-def probe(device_name: str, threads: int, repeats: int = 5, n_train: int = 60_000) -> dict:
+def as_cuda_graph(run, device: torch.device):
+    """`run` captured in one CUDA graph; the returned closure replays it (no per-kernel launch cost)."""
+    stream = torch.cuda.Stream(device)
+    stream.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(stream):  # warm-up off the capture: cuBLAS picks kernels, allocates workspace
+        run()
+    torch.cuda.current_stream(device).wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        run()
+    return graph.replay
+
+
+def set_tf32(on: bool) -> None:
+    torch.backends.cuda.matmul.allow_tf32 = on
+    torch.set_float32_matmul_precision("high" if on else "highest")
+
+
+def floor_seconds(m: ModelConfig, batch_sizes: list[int], device: torch.device, repeats: int) -> float:
+    """Best-of-`repeats` seconds of one epoch's matrix products (replayed as a CUDA graph on CUDA)."""
+    run = epoch_products(m, batch_sizes, device)
+    if device.type == "cuda":
+        run = as_cuda_graph(run, device)
+    return _best_of(run, device, repeats)
+
+
+def probe(device_name: str, threads: int, repeats: int = 5, n_train: int = 60_000, tf32: bool = False) -> dict:
     torch.set_num_threads(threads)
     device = torch.device(device_name)
     m = ModelConfig()
     batch_sizes = m.batch_sizes(n_train)
     peak_n = 8192 if device.type == "cuda" else 2048
-    floor = _best_of(epoch_products(m, batch_sizes, device), device, repeats)
-    return {
+    set_tf32(False)  # the float32 figures are true float32 whatever the defaults
+    out = {
         "framework": f"torch {torch.__version__}",
         "device": device_name,
         "threads": torch.get_num_threads(),
         "peak_matmul_size": peak_n,
         "peak_gflops": matmul_peak_gflops(device, peak_n, repeats),
-        "floor_seconds_per_epoch": floor,
+        "floor_seconds_per_epoch": floor_seconds(m, batch_sizes, device, repeats),
+        "floor_method": "cuda-graph replay" if device.type == "cuda" else "eager loop",
         "floor_repeats": repeats,
         "floor_batches": len(batch_sizes),
     }
+    if tf32 and device.type == "cuda":
+        set_tf32(True)
+        out["peak_gflops_tf32"] = matmul_peak_gflops(device, peak_n, repeats)
+        out["floor_seconds_per_epoch_tf32"] = floor_seconds(m, batch_sizes, device, repeats)
+        set_tf32(False)
+    return out
 
 
 if __name__ == "__main__":
     args = json.loads(sys.argv[1])
     cores = sorted(os.sched_getaffinity(0))[: args["threads"]]
     os.sched_setaffinity(0, cores)
-    print(json.dumps(probe(args["device"], len(cores), args.get("repeats", 5))))
+    print(json.dumps(probe(args["device"], len(cores), args.get("repeats", 5), tf32=args.get("tf32", False))))

@@ -156,8 +156,9 @@ def run_config(args) -> RunConfig:
     """A RunConfig from run/check/calibrate flags, validated before any work starts."""
     backends.check_names(list(args.backends))
     model = ModelConfig() if args.batch_size is None else ModelConfig(batch_size=args.batch_size)
+    device = measure.resolve_device(args.device, backends.frameworks(args.backends))
     return RunConfig(
-        model=model, backends=args.backends, device=measure.resolve_device(args.device),
+        model=model, backends=args.backends, device=device,
         epochs=getattr(args, "epochs", 1), seed=getattr(args, "seed", 1),
         threads=args.threads or len(os.sched_getaffinity(0)), compile_mode=args.compile_mode,
         precision="tf32" if args.allow_tf32 else "float32",
@@ -184,13 +185,11 @@ def cmd_run(args, argv) -> int:
         runner.prepare_run_dir(run_dir, resume=True, force=False)
         record = results.load(run_dir)
         config = RunConfig.from_dict(record.config)
-        measure.resolve_device(config.device)
+        measure.resolve_device(config.device, backends.frameworks(config.backends))
         console.print(f"resuming {run_dir}: " + ", ".join(
             f"{r.backend} {r.status} after {len(r.epochs)} epoch(s)" for r in record.results))
     else:
         config = run_config(args)
-        if args.device == "auto":
-            console.print(f"device auto: chose {config.device}")
         run_dir = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
         runner.prepare_run_dir(run_dir, resume=False, force=args.force)
     mnist_dir, source = data.locate(args.data_dir)

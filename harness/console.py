@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from harness import caches, measure
+from harness import caches, floor, measure
 from harness.results import BackendResult, RunRecord
 
 # Logs and CI have no terminal width; the results table needs more than rich's fallback of 80 columns.
@@ -53,7 +53,8 @@ def results_table(record: RunRecord) -> Table:
     """The final table: losses, timings and speed-ups per backend."""
     ref = {r.device: r.summary.get("steady_seconds_per_epoch") for r in record.results
            if r.backend == "torch-reference" and r.summary}
-    table = Table(title="vae-bench results (test_loss: z = mu; sampled: one z ~ q(z|x))")
+    invalid = floor.problem(record.results)
+    table = Table(title="vae-bench results (test_loss: z = mu; sampled: one z ~ q(z|x))", caption=invalid)
     for col in ("backend", "device", "status", "epochs", "train_loss", "test_loss", "test_loss_sampled",
                 "compile s", "1st epoch s", "steady s/epoch (min-max)", "train samples/s",
                 "vs torch-reference", "x floor"):
@@ -70,7 +71,7 @@ def results_table(record: RunRecord) -> Table:
                       _fmt(last and last.test_loss_sampled), caches.label(r.compile_seconds, r.compile_cache),
                       _fmt(r.first_epoch_seconds), steady,
                       _fmt(s.get("train_samples_per_second"), ",.0f"), speedup,
-                      _fmt(s.get("floor_multiple")))
+                      floor.multiple_cell(s, invalid))
     return table
 
 

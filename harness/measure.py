@@ -15,12 +15,13 @@ import shutil
 import statistics
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness import __version__
+from harness import __version__, devices
 from harness.config import ModelConfig, RunConfig
-from harness.errors import HarnessError
+from harness.floor import floor_seconds
 
 
 def _linear_macs(m: ModelConfig) -> dict[str, int]:
@@ -100,29 +101,25 @@ def summarize(epochs: list[dict], config: RunConfig, compile_seconds: float | No
     if probe:
         if probe.get("peak_gflops"):
             out["fraction_of_peak"] = out["train_gflops_per_second"] / probe["peak_gflops"]
-        if probe.get("floor_seconds_per_epoch") and not config.train_limit:
-            out["floor_multiple"] = median / probe["floor_seconds_per_epoch"]
+        floor = floor_seconds(probe, config.precision)
+        if floor and not config.train_limit:
+            out["floor_multiple"] = median / floor  # below 1 invalidates the floor: harness.floor.problem
     return out
 
 
 # ---------------------------------------------------------------- devices, framework-free
 
 def gpu_visible() -> bool:
-    return Path("/dev/nvidiactl").exists() or Path("/dev/nvidia0").exists()
+    return devices.gpu_visible()
 
 
-def resolve_device(device: str) -> str:
-    """Validate a --device value without importing a framework; 'auto' picks cuda when a GPU is visible."""
+def resolve_device(device: str, frameworks: Sequence[str] = ()) -> str:
+    """Validate a --device value for backends of `frameworks` without importing them (harness.devices);
+    for 'auto', the choice and its reason go to stderr."""
+    resolution = devices.resolve(device, frameworks)
     if device == "auto":
-        return "cuda" if gpu_visible() else "cpu"
-    if device == "cpu":
-        return device
-    if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
-        if not gpu_visible():
-            raise HarnessError(f"device {device!r} requested but no NVIDIA GPU is visible on this machine; "
-                               "use --device cpu (there is no silent fallback)")
-        return device
-    raise HarnessError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+        print(f"device auto: {resolution.device}: {resolution.reason}", file=sys.stderr)
+    return resolution.device
 
 
 # ---------------------------------------------------------------- environment

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from harness import atomic, caches, measure, results
+from harness import atomic, caches, floor, measure, results
 from harness.config import PARAM_ORDER
 from harness.errors import HarnessError
 from harness.results import BackendResult, RunRecord, finite_epochs
@@ -190,7 +190,7 @@ def summary_frame(group: list[Entry]):
             "peak RSS MiB": _fmt(rss and rss / MIB, ",.0f"),
             "device peak MiB": _fmt(dev and dev / MIB, ",.0f"),
             "% of probed peak": _fmt(frac and 100 * frac, ".1f"),
-            "x floor": _fmt(s.get("floor_multiple")),
+            "x floor": floor.multiple_cell(s, floor.problem(e.record.results)),
         })
     return pd.DataFrame(rows)
 
@@ -202,12 +202,19 @@ def _summary_section(entries: list[Entry]) -> list[str]:
              "the baseline's steady median by the backend's, on the same device; '-' when either is absent. "
              "Time to target: seconds from the start of the job (compile included) until test_loss first "
              "fell below the target. '% of probed peak': training GFLOP/s over the probe's matmul peak; 'x floor': "
-             "steady s/epoch over the probe's per-epoch floor. Memory: peak resident set of the backend's process "
+             "steady s/epoch over the probe's per-epoch floor ('invalid' when a backend of the run came out below "
+             "it, see below). Compile s: the warm-up of every shape; '(cold)' when it compiled programs "
+             "from scratch (empty caches, or --cold-compile), '(warm)' when every program came from the "
+             "persistent compile cache. Memory: peak resident set of the backend's process "
              "and, on GPUs, peak device memory allocated.",
              ""]
     for device, group in _by_device(entries).items():
         lines += [f"### Device: {device}", "", summary_frame(group).to_markdown(index=False, disable_numparse=True),
                   ""]
+    invalid = {e.run_dir: floor.problem(e.record.results) for e in entries}
+    for run_dir, why in invalid.items():
+        if why:
+            lines += [f"**Floor invalid** (run `{run_dir}`): {why}.", ""]
     failed = [e for e in entries if e.result.status != "ok"]
     if failed:
         lines += ["### Failures", ""]

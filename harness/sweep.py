@@ -374,10 +374,11 @@ def build_spec(fields: dict[str, Any]) -> SweepSpec:
             raise HarnessError(f"{name} repeat a value: {', '.join(map(str, values))}")
     if spec.epochs < 1:
         raise HarnessError(f"epochs must be a positive integer, not {spec.epochs}")
-    return dataclasses.replace(spec, devices=tuple(resolve_devices(spec.devices, spec.executor)))
+    return dataclasses.replace(spec, devices=tuple(resolve_devices(spec.devices, spec.executor,
+                                                                   backends.frameworks(spec.backends))))
 
 
-def resolve_devices(devices: tuple[str, ...], executor: str) -> list[str]:
+def resolve_devices(devices: tuple[str, ...], executor: str, frameworks: list[str] = ()) -> list[str]:
     """cpu or cuda per job. 'cuda' jobs are spread over the GPUs by the executor, so no job names one."""
     out = []
     for device in devices:
@@ -390,7 +391,7 @@ def resolve_devices(devices: tuple[str, ...], executor: str) -> list[str]:
                                    "not this machine, hold the devices)")
             out.append(device)
         else:
-            out.append(measure.resolve_device(device))
+            out.append(measure.resolve_device(device, frameworks))
     return list(dict.fromkeys(out))  # auto may resolve to a device also named explicitly
 
 

@@ -1,0 +1,48 @@
+"""The harness's own GPU paths, on a real GPU (skipped without one; benchmarks/gpu_check.sh runs them):
+the CUDA-graph floor of the probe, and `--device auto` choosing cuda with CUDA builds installed."""
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from harness import devices
+
+torch = pytest.importorskip("torch")
+
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+def test_probe_replays_the_epoch_as_a_cuda_graph_and_probes_tf32():
+    from backends import probe_torch
+    from harness.config import ModelConfig
+    out = probe_torch.probe("cuda", 1, repeats=2, tf32=True)
+    assert out["floor_method"] == "cuda-graph replay"
+    assert out["floor_seconds_per_epoch"] > 0 and out["floor_seconds_per_epoch_tf32"] > 0
+    assert out["peak_gflops_tf32"] > 0
+    assert not torch.backends.cuda.matmul.allow_tf32  # the probe leaves float32 as it found it
+
+    m, device = ModelConfig(), torch.device("cuda")
+    batch_sizes = m.batch_sizes(60_000)
+    loop = probe_torch._best_of(probe_torch.epoch_products(m, batch_sizes, device), device, 2)
+    assert out["floor_seconds_per_epoch"] < loop  # launches excluded: replay beats issuing one by one
+
+
+def test_graph_replay_computes_the_products():
+    from backends import probe_torch
+    device = torch.device("cuda")
+    a, b = torch.randn(128, 784, device=device), torch.randn(784, 400, device=device)
+    c = torch.empty(128, 400, device=device)
+    replay = probe_torch.as_cuda_graph(lambda: torch.mm(a, b, out=c), device)
+    c.zero_()
+    replay()
+    torch.cuda.synchronize()
+    torch.testing.assert_close(c, a @ b)
+
+
+def test_auto_picks_cuda_with_cuda_builds():
+    frameworks = ["torch"] + (["jax"] if importlib.util.find_spec("jax") else [])
+    devices.framework_support.cache_clear()
+    resolution = devices.resolve("auto", frameworks)
+    assert resolution.device == "cuda", resolution.reason

@@ -26,6 +26,7 @@ SUBCOMMAND_MODULES: list[str] = [
     "harness.parity",
     "harness.check",
     "harness.sweep",
+    "harness.evaluate",
 ]
 
 

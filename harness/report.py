@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from harness import atomic, caches, floor, measure, results
+from harness import atomic, caches, evaluation_report, floor, measure, results
 from harness.config import PARAM_ORDER
 from harness.errors import HarnessError
 from harness.results import BackendResult, RunRecord, finite_epochs
@@ -192,7 +192,11 @@ def summary_frame(group: list[Entry]):
             "% of probed peak": _fmt(frac and 100 * frac, ".1f"),
             "x floor": floor.multiple_cell(s, floor.problem(e.record.results)),
         })
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    iwae = evaluation_report.iwae_column([e.result for e in group])
+    if iwae:  # beside the two test losses, only when `harness evaluate` has run
+        frame.insert(5, *iwae)
+    return frame
 
 
 def _summary_section(entries: list[Entry]) -> list[str]:
@@ -211,6 +215,8 @@ def _summary_section(entries: list[Entry]) -> list[str]:
     for device, group in _by_device(entries).items():
         lines += [f"### Device: {device}", "", summary_frame(group).to_markdown(index=False, disable_numparse=True),
                   ""]
+    if any(evaluation_report.iwae_of(e.result) for e in entries):
+        lines += [evaluation_report.NOTE, ""]
     invalid = {e.run_dir: floor.problem(e.record.results) for e in entries}
     for run_dir, why in invalid.items():
         if why:
@@ -326,6 +332,7 @@ def _figure_sections(entries: list[Entry], out_dir: Path) -> list[str]:
                             f"{e.label}: decoded z ~ N(0, I), seed {SAMPLE_SEED} (pixel means)",
                             fig_dir / f"samples-{e.slug}.png")
         lines += ["", f"![{e.label} samples]({FIGURES_DIR}/samples-{e.slug}.png)", ""]
+        lines += evaluation_report.manifold_lines(e.label, e.slug, params, fig_dir, FIGURES_DIR)  # latent 2 only
     return lines
 
 

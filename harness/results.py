@@ -60,6 +60,8 @@ class BackendResult:
     repeat_seconds: list[float] = field(default_factory=list)  # --repeats: extra timed epochs
     stderr_tail: str | None = None
     params_file: str | None = None
+    # Estimates computed later from the saved params (`harness evaluate`), e.g. {"iwae": {"k": 5000, ...}}
+    evaluation: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, str, int]:

@@ -48,6 +48,8 @@ def write_sweep_report(sweep_dir: Path, out_dir: Path) -> Path:
         _plot_latent(state, out_dir / LATENT_FIGURE)
         parts.append(f"## Test loss against latent size\n\nFinal `test_loss` (z = mu), mean and 95% "
                      f"interval over seeds.\n\n![latent size]({LATENT_FIGURE})\n")
+    from harness.evaluation_report import sweep_section  # NLL against latent size, latent-2 manifolds
+    parts.append(sweep_section(state, sweep_dir, out_dir))
     parts.append(_jobs_section(state))
     parts.append(_method_section())
     path = out_dir / REPORT_FILE

@@ -1,0 +1,80 @@
+"""The framework-free driver of the IWAE evaluators (backends/iwae_torch.py, backends/iwae_jax.py).
+
+`python -m backends.iwae_<framework> JSON` loads one run's saved params and the test images, walks
+them in batches, takes each batch's noise from harness.iwae.noise (the same draws for every backend)
+and hands (images, noise) to the framework's `bounds` function, which returns each image's
+log-mean-exp of its K importance weights. The per-image bounds go to an .npy file named in JSON; the
+timings go to stdout as one JSON line. The parent (harness/evaluate.py) has already pinned this
+process to its cores, before any framework started a thread pool.
+
+JSON keys: params (path to params.npz), data_dir, device, k, seed, test_limit (0 = all), batch
+(test images per batch), out (.npy path).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Callable, Protocol
+
+import numpy as np
+
+from harness import data, iwae
+from harness.config import PARAM_ORDER
+from harness.errors import HarnessError
+
+
+class Bounds(Protocol):
+    """A framework's evaluator: per-image bounds (float32, shape (B,)) from images (B, D) and eps (B, K, L)."""
+
+    def __call__(self, x: np.ndarray, eps: np.ndarray) -> np.ndarray: ...
+
+
+# make(params, device, k, batch) -> (bounds, compile_seconds, device description, framework version)
+Factory = Callable[[dict[str, np.ndarray], str, int, int], tuple[Bounds, float, str, str]]
+
+
+def load_params(path: str) -> dict[str, np.ndarray]:
+    """The saved state_dict arrays (weights (out, in)), float32."""
+    with np.load(path) as npz:
+        missing = [k for k in PARAM_ORDER if k not in npz.files]
+        if missing:
+            raise HarnessError(f"{path}: not a params file (no {', '.join(missing)})")
+        return {k: np.asarray(npz[k], dtype=np.float32) for k in PARAM_ORDER}
+
+
+def evaluate(args: dict, make: Factory) -> dict:
+    """Run the evaluation described by `args`; write the bounds to args['out'] and return the timings."""
+    k = iwae.check_k(args["k"])
+    params = load_params(args["params"])
+    test_x = data.load(args["data_dir"], allow_download=False).test_x
+    if args.get("test_limit"):
+        test_x = test_x[: args["test_limit"]]
+    batch = max(1, min(int(args["batch"]), len(test_x)))
+    latent = params["fc21.weight"].shape[0]
+    bounds, compile_seconds, device, framework = make(params, args["device"], k, batch)
+    out = np.empty(len(test_x), dtype=np.float32)
+    noise_seconds = 0.0
+    t0 = time.perf_counter()
+    for lo in range(0, len(test_x), batch):
+        hi = min(lo + batch, len(test_x))
+        t = time.perf_counter()
+        eps = iwae.noise(args["seed"], k, lo, hi, latent)
+        noise_seconds += time.perf_counter() - t
+        out[lo:hi] = bounds(test_x[lo:hi], eps)  # returns host numbers: the device has finished
+    seconds = time.perf_counter() - t0
+    np.save(args["out"], out)
+    return {"seconds": seconds, "noise_seconds": noise_seconds, "compile_seconds": compile_seconds,
+            "device": device, "framework": framework, "threads": len(os.sched_getaffinity(0)),
+            "batch": batch, "test_samples": len(test_x)}
+
+
+def main(argv: list[str], make: Factory) -> int:
+    """Entry point of a framework module: errors are one line on stderr and exit status 2."""
+    try:
+        print(json.dumps(evaluate(json.loads(argv[0]), make)))
+    except (HarnessError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

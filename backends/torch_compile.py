@@ -116,7 +116,12 @@ class TorchCompileBackend(TorchEagerBackend):
             return self._graph_step
         if self.arrangement == "cudagraph-trees":
             return _tree_step(opt, loss_fn)
-        return _compiled_step(opt, loss_fn, torch.compile(opt.step, mode=self.mode, dynamic=False))
+
+        @torch.compile(mode=self.mode, dynamic=False)
+        def opt_step():  # as in the PyTorch recipe "Compiling the optimizer"
+            opt.step()
+
+        return _compiled_step(opt, loss_fn, opt_step)
 
     def _graph_step(self, xb: torch.Tensor, eb: torch.Tensor) -> torch.Tensor:
         """One step by graph replay (lockstep parity goes through here too)."""
@@ -140,7 +145,8 @@ class TorchCompileBackend(TorchEagerBackend):
             xb = self.train_x[:size]
             eb = torch.zeros(size, self.m.latent_dim, device=self.device)
             if self.graphs is not None:
-                self.graphs.capture(xb, eb)
+                if size not in self.graphs:
+                    self.graphs.capture(xb, eb)
             else:
                 for _ in range(calls):
                     self.step_fn(xb, eb)

@@ -59,17 +59,22 @@ def test_backends_exchange_state_exactly(mnist):
         np.testing.assert_array_equal(back[k], saved[k], err_msg=k)
 
 
-def test_torch_compile_does_not_recompile_after_warmup(mnist):
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"])
+def test_torch_compile_does_not_recompile_after_warmup(mnist, mode):
+    """Every --compile-mode runs on the CPU (where CUDA graphs do not exist) and compiles only in warmup()."""
     import torch._dynamo.utils
 
     import backends
+    torch._dynamo.reset()  # compile afresh: the recompile limit counts the compiled backends of earlier tests
     n = 300  # 2 full batches and a partial one of 44: both shapes must be warmed up
     b = backends.create("torch-compile")
-    b.setup(parity.init_params(1), mnist.train_x[:n], mnist.test_x[:200], RunConfig(train_limit=n))
+    b.setup(parity.init_params(1), mnist.train_x[:n], mnist.test_x[:200], RunConfig(train_limit=n, compile_mode=mode))
+    assert b.describe()["arrangement"] == "compiled-step"
     b.warmup()
     frames = dict(torch._dynamo.utils.counters["frames"])
     for epoch in (1, 2, 3):
-        b.train_epoch(epoch_permutation(1, epoch, n), pass_noise("harness", 1, epoch, n, 20))
+        loss = b.train_epoch(epoch_permutation(1, epoch, n), pass_noise("harness", 1, epoch, n, 20))
         b.evaluate(pass_noise("harness", 1, 0, 200, 20))
+        assert np.isfinite(loss)
     assert dict(torch._dynamo.utils.counters["frames"]) == frames
     assert ModelConfig().batch_sizes(n) == [128, 128, 44]

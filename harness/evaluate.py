@@ -5,9 +5,9 @@ of the backend's own framework (backends/iwae_<framework>.py: torch for torch, t
 torch-reference, jax for jax) loads `<backend>/params.npz` on the run's device and computes each test
 image's IWAE bound in float32 from the harness's shared noise (harness/iwae.py). The estimate,
 NLL = -mean bound in nats per test image with its standard error over test images, goes into
-results.json as `results[i].evaluation.iwae` (rewritten atomically after each backend); the per-image
-bounds go beside the params as `<backend>/iwae-k<K>.npy`, so two backends can be compared image by
-image. The child is pinned to `--threads` cores before its framework starts, like a training job.
+results.json as `results[i].evaluation.iwae` (`iwae_subset` with --test-limit; rewritten atomically
+after each backend); the per-image bounds go beside the params as `<backend>/iwae-k<K>[-n<N>].npy`,
+so two backends can be compared image by image. The child is pinned to `--threads` cores before its framework starts, like a training job.
 """
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ def evaluate_result(run_dir: Path, result: results.BackendResult, seed: int, opt
         timing = run_child(module, args, opts.threads)
         wall = time.perf_counter() - t
         bounds = np.load(args["out"])
-    name = f"iwae-k{opts.k}.npy"
+    name = f"iwae-k{opts.k}{f'-n{len(bounds)}' if opts.test_limit else ''}.npy"
     buf = io.BytesIO()
     np.save(buf, bounds)
     atomic.write_bytes(run_dir / result.backend / name, buf.getvalue())
@@ -121,26 +121,32 @@ def run_dirs_of(path: Path) -> list[Path]:
     return [path]
 
 
-def evaluate_run(run_dir: Path, opts: Options, mnist_dir: Path, say=print) -> list[str]:
+def _say(line: str) -> None:
+    print(line, flush=True)  # each backend's line as it finishes, also when stdout is a file
+
+
+def evaluate_run(run_dir: Path, opts: Options, mnist_dir: Path, say=_say) -> list[str]:
     """Evaluate the selected backends of one run, saving results.json after each; return the failures."""
     record = results.load(run_dir)
     chosen = [r for r in record.results if not opts.backends or r.backend in opts.backends]
     missing = sorted(set(opts.backends) - {r.backend for r in record.results})
     if missing:
         raise HarnessError(f"{run_dir}: no result for backend {', '.join(missing)} in this run")
+    # A quick estimate on a test subset is kept apart, so it never replaces a whole-test-set one.
+    key = "iwae_subset" if opts.test_limit else "iwae"
     failures = []
     for r in chosen:
         if r.status != "ok" or not r.params_file:
             say(f"{run_dir} {r.backend}: skipped ({r.status}, no saved params)")
             continue
         try:
-            r.evaluation = {**(r.evaluation or {}), "iwae": evaluate_result(run_dir, r, r.seed, opts, mnist_dir)}
+            r.evaluation = {**(r.evaluation or {}), key: evaluate_result(run_dir, r, r.seed, opts, mnist_dir)}
         except HarnessError as exc:
             failures.append(f"{run_dir} {r.backend}: {exc}")
             say(f"{run_dir} {r.backend}: failed: {exc}")
             continue
         results.save(record, run_dir)
-        say(f"{run_dir} {r.backend}: {describe(r.evaluation['iwae'])}")
+        say(f"{run_dir} {r.backend}: {describe(r.evaluation[key])}")
     return failures
 
 

@@ -22,8 +22,9 @@ LOSS_FIGURE = "sweep-latent-losses.png"
 
 
 def iwae_of(result: results.BackendResult) -> dict[str, Any] | None:
-    """The result's `evaluation.iwae` record, or None when it was never evaluated."""
-    return (result.evaluation or {}).get("iwae")
+    """The result's whole-test-set IWAE record, else its test-subset one, else None (never evaluated)."""
+    found = result.evaluation or {}
+    return found.get("iwae") or found.get("iwae_subset")
 
 
 def iwae_column(group: list[results.BackendResult]) -> tuple[str, list[str]] | None:

@@ -16,27 +16,25 @@ Speed:
 * `warmup()` compiles ahead of time (`jit(...).lower(...).compile()`) the epoch for this n and the
   evaluation, and stores the executables, so no timed epoch compiles anything (tests check this).
   The lockstep step and `decode` are not part of a timed run and compile on first use.
-* Scan vs a Python loop of jitted per-batch steps (`JaxLoopBackend`), full MNIST, CPU, medians of
-  alternating epochs on a 2-core machine shared with other jobs (load average ~8, so wall times are
-  noisy; CPU seconds per epoch are the steadier figure):
-    2 threads, 12 epochs each: scan 6.30 s wall (5.05-8.00), 3.55 CPU s; loop 5.56 s (4.37-8.94), 3.86 CPU s
-    1 core,     8 epochs each: scan 4.68 s wall (3.32-10.5), 3.19 CPU s; loop 4.84 s (3.80-8.27), 3.90 CPU s
-  The loop costs ~1 ms of host CPU per batch for dispatch (9-22% more CPU per epoch); on the busy
-  machine its extra host thread likely wins the process a larger share of the cores, hence its
-  better-looking 2-thread wall time. The scan does less work and dispatches once per epoch (the
-  bigger win on a GPU, not measured here), so it is the default.
-* Compile (warmup): ~1.7 CPU s per distinct step shape (the scan body and the tail), 0.6 for the
-  noise, 1.0 for evaluation: 4.0-4.7 CPU s; 5.3 s wall in a `harness run` (busy machine).
+* Scan vs a Python loop of jitted per-batch steps (`JaxLoopBackend`, kept to measure the choice): the
+  loop pays host-side dispatch for every batch, the scan dispatches once per epoch and lets XLA keep
+  the state in place across steps, so the scan does less work per epoch (the bigger win on a GPU,
+  where launch overhead dominates). On a shared CPU the loop's wall time can still look better, as
+  its extra host thread may win the process a larger share of the cores, so compare CPU seconds, not
+  wall time, on such machines. Figures, once measured in a committed run: docs/performance.md.
+* Compile (warmup) cost grows with the number of distinct step shapes (the scan body and the tail),
+  plus the noise and evaluation programs; `compile_seconds` in every results.json is its measure.
 
 Numerics match backends/torch_eager.py: float32 everywhere (matmul precision 'highest' unless the run
 asks for tf32), BCE from logits in the softplus form, the harness's noise in permutation-position
 order (jax.random.normal(key(seed), (n, latent)) under `--noise framework`), and torch.optim.Adam's update (bias correction, eps
 outside the square root) as plain `optax.adam`. Checked, not assumed (tests/test_jax_backend.py):
 it is torch.optim.Adam's formula, but it computes the bias correction 1 - b2**t in float32 from b2
-rounded to float32 (0.999 -> 0.99900001287), so each update is ~6.6e-6 (relative) smaller than torch's.
-That is far inside the lockstep tolerance (lr * 6.6e-6 per step against 1e-4 of a weight), so the
-framework's own optimiser is kept rather than a patched one. Weights come from
-the harness (Flax's initialisers never run: the module is built abstractly with `nnx.eval_shape`);
+rounded to float32 (0.999 -> 0.99900001287), so each update is slightly smaller than torch's, by a
+relative amount that follows from that rounding (bounded by test_optax_bias_correction_is_float32).
+That is far inside the lockstep tolerance, so the framework's own optimiser is kept rather than a
+patched one. Weights come from the harness (Flax's initialisers never run: the module is built
+abstractly with `nnx.eval_shape`);
 Flax kernels are (in, out), so they are transposed to and from the neutral (out, in) layout.
 """
 from __future__ import annotations

@@ -1,6 +1,9 @@
-"""Where the time of a training epoch goes, per backend (the README's performance breakdown).
+"""Where the time of a training epoch goes, per backend (the breakdown in docs/performance.md).
 
-    python benchmarks/profile_backends.py [torch torch-compile jax] [--threads N]
+    python benchmarks/profile_backends.py [torch torch-compile jax] [--threads N] [--out FILE.json]
+
+--out writes FILE.json (every figure, the command and the environment) and FILE.md (the table), so
+the breakdown quoted in docs/performance.md is a committed artifact; run it on a quiet machine.
 
 torch backends: torch.profiler over 100 steady-state steps, self CPU time grouped into matrix
 products, optimizer, indexing, elementwise/other; jax: the same epoch timed with and without the Adam
@@ -13,12 +16,13 @@ import os
 import sys
 import time
 from collections import defaultdict
+from typing import Any
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-from harness import data  # noqa: E402
+from harness import atomic, data, measure  # noqa: E402
 from backends.base import pass_noise  # noqa: E402
 from harness.config import RunConfig, epoch_permutation, init_params  # noqa: E402
 
@@ -80,15 +84,48 @@ def _time(fn) -> float:
     return time.perf_counter() - t
 
 
+def markdown(doc: dict[str, Any]) -> str:
+    """One row per backend, ms per step; groups a backend's profile has no entry for are '-'."""
+    rows = doc["results"]
+    groups = sorted({g for r in rows.values() for g in r} - {"wall ms/step"})
+    env = doc["environment"]
+    lines = [f"# Where a training step goes ({doc['threads']} threads, ms per step)", "",
+             f"Command: `{doc['command']}`", "",
+             "torch backends: torch.profiler self CPU time over 100 steady steps, grouped, scaled to the "
+             "epoch's wall time; jax: the epoch timed with Adam and with plain SGD (XLA fuses the step into "
+             "one program), the optimizer being the difference.", "",
+             "| backend | wall ms/step | " + " | ".join(groups) + " |", "|---|" + "---:|" * (len(groups) + 1)]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['wall ms/step']:.2f} | "
+                     + " | ".join(f"{r[g]:.2f}" if g in r else "-" for g in groups) + " |")
+    lines += ["", f"Environment: {env['cpu']} ({env['cores']} cores; {' '.join(env['cpu_flags'])}); "
+              + ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v)
+              + f"; git {env['git']['commit']}{' (dirty)' if env['git']['dirty'] else ''}; {doc['created']}.", ""]
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("backends", nargs="*", default=["torch", "torch-compile", "jax"])
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    p.add_argument("--out", type=Path, default=None, metavar="FILE.json",
+                   help="also write FILE.json and FILE.md (the table) for docs/performance.md")
     args = p.parse_args()
+    if args.out is not None:
+        atomic.ensure_writable_dir(args.out.parent, "--out folder")
     mnist = data.load()
+    results = {}
     for name in args.backends:
         result = jax_breakdown(args.threads, mnist) if name == "jax" else torch_breakdown(name, args.threads, mnist)
+        results[name] = result
         print(name, {k: round(v, 2) for k, v in sorted(result.items(), key=lambda kv: -kv[1])})
+    if args.out is not None:
+        doc = {"command": "python benchmarks/profile_backends.py " + " ".join(sys.argv[1:]),
+               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "threads": args.threads, "unit": "ms per step",
+               "environment": measure.environment(), "results": results}
+        atomic.write_json(args.out, doc)
+        atomic.write_text(args.out.with_suffix(".md"), markdown(doc))
+        print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
 
 
 if __name__ == "__main__":

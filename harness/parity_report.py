@@ -59,10 +59,11 @@ def markdown(doc: dict[str, Any]) -> str:
     tol, rows = doc["tolerances"], doc["backends"]
     env = doc["environment"]
     head = "| parameter | " + " | ".join(r["backend"] for r in rows) + " |"
+    verdict = "all backends agree" if doc["passed"] else "disagree: " + ", ".join(r["backend"] for r in rows if not r["ok"])
     lines = [
         f"# Lockstep parity: {doc['steps']} teacher-forced steps, seed {doc['seed']}", "",
         f"Command: `{' '.join(doc['command'])}`", "",
-        f"Verdict: **{'all backends agree' if doc['passed'] else 'disagree: ' + ', '.join(r['backend'] for r in rows if not r['ok'])}** "
+        f"Verdict: **{verdict}** "
         f"with the float64 reference. Per entry and step, an entry is an outlier when "
         f"|cand - ref| > {tol['STEP_RTOL']:g} x max|ref| of its tensor; a backend passes when no step has "
         f"more than {tol['KINK_BUDGET']} outliers and every per-step loss is within {tol['LOSS_RTOL']:g} "

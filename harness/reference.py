@@ -19,36 +19,29 @@ from harness.config import PARAM_ORDER, ModelConfig
 
 # Parity tolerance, used by `compare` per tensor on the RMS of the difference:
 #     rms(cand - ref) <= PARITY_ATOL + PARITY_RTOL * rms(ref)      (rms = Frobenius norm / sqrt(size))
+# harness/parity.py also uses PARITY_RTOL, per entry of one teacher-forced step (its STEP_RTOL).
 #
 # Why RMS and not the largest elementwise error: a float32 backend legitimately disagrees with float64 on
 # a few isolated entries. Adam's step lr*mhat/(sqrt(vhat) + eps) is not proportional to the gradient
 # (at step 1 it is +-lr whatever |g|), so an entry whose gradient sits at the rounding-noise level, or a
-# weight fed by one sample whose ReLU is at its kink, moves by a different amount. Measured below, such
-# outliers reach 2.9e-3 of max|ref| within 10 steps while rms_rel_err stays <= 1.1e-5; a max-based metric
-# would need a tolerance that also lets real bugs through. (One fc1 entry off by a full 2*lr would give
-# rms_rel_err ~1.7e-4 and fail; that is how a cascade, below, begins.)
+# weight fed by one sample whose ReLU is at its kink, moves by a different amount. Such outliers are
+# orders of magnitude larger, relative to max|ref|, than the RMS error of the tensor, so a max-based
+# metric would need a tolerance that also lets real bugs through.
 #
-# Measured (torch 2.13 CPU float32 against this module; real MNIST; init_params(seed); batches in
-# epoch_permutation(seed, 1) order; 128 x 20 standard-normal noise; seeds 1-40; worst tensor per run):
-#   steps  worst rms_rel_err, float32 vs float64                  max|d|/max|ref| (for contrast)
-#   10     <= 1.1e-5 in 40/40 runs (median ~1e-7)                 up to 2.9e-3
-#   20     <= 1.1e-5 in 39/40; the other 4.9e-4                   up to 5.2e-2
-#   50     <= 1.5e-5 in 35/40; others 6.8e-5, 1.4e-4, 2.2e-4, 1.8e-3, 1.9e-3
-# The runs that grow are cascades, not bugs: once one ReLU pre-activation lands within rounding of 0 the
-# two runs take different kinks (seen directly in a float32 run of this module), the few weights fed
-# only by that sample move by O(lr) differently, that flips more kinks, and the gap grows by orders of
-# magnitude within tens of steps. The chance of a first flip grows with the step count, so lockstep
-# must be SHORT: use N <= 20 (10 gave no cascade in 40 runs).
-# Bugs, simulated in this module on seed 1 (worst tensor's rms_rel_err after N = 10 / 20 / 50 steps):
-# Adam eps inside the sqrt 2.9e-3 / 4.5e-3 / 1.5e-2; mean instead of sum loss 4.4e-4 / 2.0e-3 / 5.8e-3;
-# TF32-like rounding of weights and inputs 8.8e-3 / 1.4e-2 / 3.3e-2; KL counted twice, noise or batch
-# rows shuffled, no bias correction, z = mu in training: 7.9e-2 or more.
-# RTOL = 1e-4 sits ~10x above float32 rounding (N <= 20) and 4x (N = 10) to 20x (N = 20) below the
-# subtlest bug measured. That bug (mean vs sum loss) shows only through Adam's eps, Adam being scale
-# invariant otherwise: compare the per-step losses too, which then differ 128x and otherwise agree to
-# ~1e-7 relative (measured: <= 1.7e-7 at every step of 20, seeds 1-8, same torch setup).
-# ATOL is a floor for a tensor whose reference is ~0 (none in this model): ~5 float32 ulps of a 0.03
-# weight, negligible next to RTOL * rms(ref) ~ 2e-6.
+# Why free-running comparisons must be SHORT: once one ReLU pre-activation lands within rounding of 0,
+# the two runs take different kinks, the few weights fed only by that sample move by O(lr) differently,
+# that flips more kinks, and the gap grows by orders of magnitude within tens of steps (a cascade, not
+# a bug). The chance of a first flip grows with the step count; hence harness/parity.py teacher-forces.
+#
+# What RTOL separates: float32 rounding over a few free steps usually stays far below it (one kink
+# event can bring a run close to it); formula bugs (Adam's eps inside the sqrt, a mean instead of a sum
+# loss, TF32-like rounding, wrong noise) land above it. A cascade can start within a few steps and
+# cross it, so a short free-running comparison is evidence, not proof; parity's teacher-forced steps
+# are the gate. The subtlest bug, mean vs sum loss, shows only through Adam's eps (Adam is otherwise
+# scale invariant), so the per-step losses are compared too. The measured figures and their committed
+# source (benchmarks/parity_tolerance.py -> reports/parity-tolerance) are in docs/correctness.md.
+# ATOL is a floor for a tensor whose reference is ~0 (none in this model): a few float32 ulps of a
+# typical weight, negligible next to RTOL * rms(ref).
 PARITY_RTOL = 1e-4
 PARITY_ATOL = 1e-8
 
@@ -204,8 +197,8 @@ def compare(
     rounding error is set by the size of the numbers a tensor was computed from, not by each entry (an
     elementwise ratio is unbounded for an entry that crosses zero during training), and the RMS rather
     than the max because float32 Adam legitimately misplaces a few isolated near-zero-gradient entries
-    by O(lr) (see PARITY_RTOL for the measurements). max_abs_err and max_rel_err = max|d| / max|ref|
-    are reported to locate a failure, not to decide it.
+    by O(lr) (see PARITY_RTOL; measurements in docs/correctness.md). max_abs_err and
+    max_rel_err = max|d| / max|ref| are reported to locate a failure, not to decide it.
 
     Returns one dict per reference tensor, in the reference's order: name, shape, max_abs_err,
     max_rel_err, rms_err, rms_rel_err, ok. A missing tensor or a shape mismatch raises ValueError:

@@ -27,7 +27,7 @@ REGISTRY: dict[str, BackendSpec] = {
     "torch": BackendSpec("backends.torch_eager", "TorchEagerBackend", "torch", "torch",
                          "PyTorch eager, data on the device, loss accumulated on the device"),
     "torch-compile": BackendSpec("backends.torch_compile", "TorchCompileBackend", "torch", "torch",
-                                 "torch.compile of the loss/backward and of Adam's step", compiler="inductor"),
+                                 "torch.compile; on CUDA the whole step replayed as one CUDA graph (arrangement per device and mode in backend_info)", compiler="inductor"),
     "torch-reference": BackendSpec("backends.torch_reference", "TorchReferenceBackend", "torch", "torch",
                                    "the pytorch/examples vae/main.py loop as users know it"),
     "jax": BackendSpec("backends.jax_flax", "JaxBackend", "jax", "jax",

@@ -199,9 +199,10 @@ def environment() -> dict[str, Any]:
     }
 
 
-def framework_info(backend: str, config: RunConfig) -> dict[str, Any]:
-    """Called inside the child, after the framework was imported: versions and numeric settings."""
-    info: dict[str, Any] = {"precision": config.precision}
+def framework_info(backend: str, config: RunConfig, described: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Called inside the child, after the framework was imported: versions and numeric settings, plus what
+    the backend says of its own arrangement (`describe()`, e.g. which step torch-compile runs)."""
+    info: dict[str, Any] = {"precision": config.precision, "noise": config.noise, **(described or {})}
     if "torch" in sys.modules:
         import torch
         info.update(torch=torch.__version__, torch_threads=torch.get_num_threads(),

@@ -2,7 +2,8 @@
 
 A group is one backend on one device at one latent size; its samples are the seeds. For each group the
 summary gives n, mean, sample standard deviation and the 95 % Student-t confidence interval of the final
-`test_loss`, the final `test_loss_sampled` and the steady training samples per second.
+`test_loss`, the final `test_loss_sampled` and the training samples per second: the steady figure
+(median of the epochs after the first), or the first epoch's for 1-epoch jobs, as `throughput_basis` says.
 
 Comparisons are made within one device and latent size, against the fastest backend there (the highest
 geometric-mean samples/s):

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from harness import atomic, results, stats  # noqa: E402
+from harness import atomic, measure, results, stats  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 from harness.sweep import SweepState, fmt_ci, load  # noqa: E402
 
@@ -135,7 +135,9 @@ def _summary_section(state: SweepState) -> str:
 
 def throughput_basis(state: SweepState) -> str:
     """Which throughput the sweep's samples/s are: 'steady', 'first-epoch' (1-epoch jobs) or both, labelled."""
-    bases = {j.throughput_basis or "steady" for j in state.jobs if j.status == "ok" and j.samples_per_second}
+    # Jobs recorded before the field existed: their basis follows from the spec's epoch count.
+    bases = {j.throughput_basis or measure.throughput_basis(state.spec.epochs)
+             for j in state.jobs if j.status == "ok" and j.samples_per_second}
     if bases == {"first epoch"}:
         return "first-epoch (1-epoch jobs have no steady state)"
     return "steady" if bases <= {"steady"} else "steady or first-epoch (mixed job lengths)"

@@ -108,7 +108,7 @@ def _train(job: dict, events: Events, config: RunConfig, compile_caches: caches.
         events.send("resumed", epoch=meta["epoch"], record=meta["record"])
     backend.synchronize()
     # After setup: backends apply their precision settings there, and the record must show the real ones.
-    events.send("setup", setup_seconds=time.perf_counter() - t, backend_info=framework_info(backend_name, config),
+    events.send("setup", setup_seconds=time.perf_counter() - t, backend_info=framework_info(backend_name, config, getattr(backend, "describe", dict)()),
                 memory={"rss_before_training_bytes": current_rss_bytes(), **_prefix(backend.device_memory(), "device_before_training_")})
 
     compiler = backends.REGISTRY[backend_name].compiler

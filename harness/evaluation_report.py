@@ -55,8 +55,20 @@ def iwae_column(group: list[results.BackendResult]) -> tuple[str, list[str]] | N
 NOTE = ("NLL (IWAE, K): minus the importance-weighted bound log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x) "
         "(Burda et al. 2015) with K draws z_k ~ q(z|x), averaged over test images, ± its standard error over "
         "test images; `python -m harness evaluate`, the same harness-drawn noise for every backend, computed "
-        "in the backend's own framework. It is a tighter bound than test_loss_sampled (K = 1), on the same "
-        "non-binarised pixels, so it is not comparable with binarised-MNIST log-likelihoods.")
+        "in the backend's own framework. It bounds -log p(x) from above and tightens as K grows; K = 1 is the "
+        "single-sample negative ELBO that test_loss_sampled estimates. Same non-binarised pixels as the losses, "
+        "so not comparable with binarised-MNIST log-likelihoods.")
+
+
+def summary_notes(group: list[results.BackendResult]) -> list[str]:
+    """The NLL column's explanation and what each estimate cost, as report lines ([] if none was made)."""
+    found = [(r.backend, e) for r in group if (e := iwae_of(r))]
+    if not found:
+        return []
+    cost = "; ".join(f"{b} {e['seconds']:.1f} s (K={e['k']}, {e['test_samples']} images, {e['device']}, "
+                     f"{e['threads']} thread(s))" for b, e in found)
+    return [NOTE, "", f"Cost of each estimate (seconds of the evaluation loop, noise included, process start "
+                      f"and compile excluded): {cost}.", ""]
 
 
 def manifold_lines(label: str, slug: str, params: dict[str, np.ndarray], fig_dir: Path, rel: str) -> list[str]:

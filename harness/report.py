@@ -215,8 +215,7 @@ def _summary_section(entries: list[Entry]) -> list[str]:
     for device, group in _by_device(entries).items():
         lines += [f"### Device: {device}", "", summary_frame(group).to_markdown(index=False, disable_numparse=True),
                   ""]
-    if any(evaluation_report.iwae_of(e.result) for e in entries):
-        lines += [evaluation_report.NOTE, ""]
+    lines += evaluation_report.summary_notes([e.result for e in entries])  # when `harness evaluate` has run
     invalid = {e.run_dir: floor.problem(e.record.results) for e in entries}
     for run_dir, why in invalid.items():
         if why:

@@ -132,4 +132,5 @@ if __name__ == "__main__":
     args = json.loads(sys.argv[1])
     cores = sorted(os.sched_getaffinity(0))[: args["threads"]]
     os.sched_setaffinity(0, cores)
-    print(json.dumps(probe(args["device"], len(cores), args.get("repeats", 5), tf32=args.get("tf32", False))))
+    print(json.dumps(probe(args["device"], len(cores), args.get("repeats", 5), args.get("n_train", 60_000),
+                           tf32=args.get("tf32", False))))

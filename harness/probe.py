@@ -9,6 +9,7 @@ whether it held.
 """
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import subprocess
@@ -25,14 +26,15 @@ def run(config: RunConfig, run_dir: Path | None = None, repeats: int = 5) -> dic
     if importlib.util.find_spec("torch") is None:
         print("probe skipped: it needs torch (pip install -e '.[torch]')", file=sys.stderr)
         return None
+    n_train = config.train_limit or 60_000  # a run on a few samples (tests) is probed at its own size
     arg = json.dumps({"device": config.device, "threads": config.threads, "repeats": repeats,
-                      "tf32": config.precision == "tf32"})
+                      "tf32": config.precision == "tf32", "n_train": n_train})
     proc = subprocess.run([sys.executable, "-m", "backends.probe_torch", arg], capture_output=True, text=True)
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
         raise HarnessError(f"probe on {config.device} failed: {tail[0]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["train_flops_per_epoch"] = measure.train_flops_per_sample(config.model) * 60_000
+    result["train_flops_per_epoch"] = measure.train_flops_per_sample(config.model) * n_train
     result["floor_gflops"] = result["train_flops_per_epoch"] / result["floor_seconds_per_epoch"] / 1e9
     if result.get("floor_seconds_per_epoch_tf32"):
         result["floor_gflops_tf32"] = result["train_flops_per_epoch"] / result["floor_seconds_per_epoch_tf32"] / 1e9
@@ -45,6 +47,7 @@ def add_subcommands(sub) -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--allow-tf32", action="store_true", help="also measure the TF32 peak and floor (CUDA)")
+    p.add_argument("--train-limit", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_probe)
 
 
@@ -54,7 +57,8 @@ def cmd_probe(args, argv) -> int:
     device = measure.resolve_device(args.device, ("torch",))
     threads = args.threads or len(os.sched_getaffinity(0))
     precision = "tf32" if args.allow_tf32 else "float32"
-    result = run(RunConfig(device=device, threads=threads, precision=precision), repeats=args.repeats)
+    config = RunConfig(device=device, threads=threads, precision=precision, train_limit=args.train_limit or 0)
+    result = run(config, repeats=args.repeats)
     if result is None:
         return 1
     console.print(f"device {device}, {result['threads']} threads ({result['framework']})")

@@ -1,0 +1,192 @@
+"""Helpers of benchmarks/gpu_check.sh: wait for a run's first epoch, compare two runs' losses, and write
+the check's summary.md.
+
+    python benchmarks/gpu_check.py wait-epoch RUN_DIR [--timeout S]
+    python benchmarks/gpu_check.py same-losses BASE_RUN NEW_RUN [--rtol R]
+    python benchmarks/gpu_check.py summary OUT_DIR --device DEVICE
+
+Reads results.json files only (framework-free, like the harness core).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from harness import caches, floor, measure, results  # noqa: E402
+from harness.errors import HarnessError  # noqa: E402
+
+LOSSES = ("train_loss", "test_loss", "test_loss_sampled")
+# (run folder under OUT/runs, backend, what is measured, goal, test on the measured value, format)
+GOALS = [
+    ("full-50", "torch-compile", "train samples/s, default mode", ">= 500,000", lambda v: v >= 500_000, ",.0f"),
+    ("full-50", "jax", "train samples/s", ">= 1,200,000", lambda v: v >= 1_200_000, ",.0f"),
+    ("jax-warm-50", "jax", "warm compile s", "<= 1", lambda v: v <= 1.0, ".2f"),
+    ("jax-warm-50", "jax", "50-epoch job with a warm cache, s from start to finish", "< 5", lambda v: v < 5.0,
+     ".1f"),
+    ("full-50", "torch-compile", "cold compile s", "<= 15", lambda v: v <= 15.0, ".1f"),
+]
+
+
+def wait_epoch(run_dir: Path, timeout: float) -> int:
+    """0 once some backend of the run has finished an epoch while the run goes on; 1 on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            record = results.load(run_dir)
+        except HarnessError:  # not written yet, or being replaced
+            record = None
+        if record and any(r.epochs for r in record.results):
+            return 0
+        time.sleep(0.05)
+    print(f"{run_dir}: no epoch finished within {timeout:g} s", file=sys.stderr)
+    return 1
+
+
+def loss_differences(base: results.RunRecord, new: results.RunRecord, rtol: float) -> list[str]:
+    """Every way in which `new` is not `base` epoch for epoch (statuses, epochs, losses beyond rtol)."""
+    problems = []
+    for b in base.results:
+        n = new.find(b.backend, b.device, b.seed)
+        if n is None or (b.status, n.status) != ("ok", "ok"):
+            problems.append(f"{b.backend}: status {b.status} vs {n.status if n else 'missing'}")
+            continue
+        if [e.epoch for e in b.epochs] != [e.epoch for e in n.epochs]:
+            problems.append(f"{b.backend}: epochs {len(b.epochs)} vs {len(n.epochs)}")
+            continue
+        for eb, en in zip(b.epochs, n.epochs):
+            for key in LOSSES:
+                x, y = getattr(eb, key), getattr(en, key)
+                if abs(x - y) > rtol * abs(x):
+                    problems.append(f"{b.backend} epoch {eb.epoch} {key}: {x!r} vs {y!r}")
+    return problems
+
+
+def same_losses(base_dir: Path, new_dir: Path, rtol: float) -> int:
+    problems = loss_differences(results.load(base_dir), results.load(new_dir), rtol)
+    for line in problems:
+        print(line)
+    if not problems:
+        print(f"{new_dir} equals {base_dir} epoch for epoch (losses within rtol {rtol:g})")
+    return 1 if problems else 0
+
+
+# ------------------------------------------------------------------------------------------ summary
+
+def read_steps(out: Path) -> list[list[str]]:
+    path = out / "steps.tsv"
+    return [line.split("\t") for line in path.read_text().splitlines() if line] if path.exists() else []
+
+
+def run_records(runs: Path, order: list[str]) -> dict[str, results.RunRecord]:
+    """Every run's record by folder name, in the order of the steps that made them."""
+    found = {}
+    rank = {name: i for i, name in enumerate(order)}
+    for path in sorted(runs.glob("*/results.json"), key=lambda p: (rank.get(p.parent.name, len(rank)), p)):
+        try:
+            found[path.parent.name] = results.load(path.parent)
+        except HarnessError:
+            pass
+    return found
+
+
+def _fmt(x, spec: str = ".3g") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def figures_table(records: dict[str, results.RunRecord]) -> list[str]:
+    lines = ["| run | backend | mode | status | epochs | compile s | steady s/epoch | train samples/s | x floor "
+             "| final test_loss |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, rec in records.items():
+        invalid = floor.problem(rec.results)
+        for r in rec.results:
+            s = r.summary or {}
+            mode = rec.config.get("compile_mode", "-") if r.backend == "torch-compile" else "-"
+            lines.append(f"| {name} | {r.backend} | {mode} | {r.status} | {len(r.epochs)} | "
+                         f"{caches.label(r.compile_seconds, r.compile_cache)} | {measure.seconds_cell(s, '.3g')} | "
+                         f"{_fmt(s.get('train_samples_per_second'), ',.0f')} | {floor.multiple_cell(s, invalid)} | "
+                         f"{_fmt(s.get('final_test_loss'), '.2f')} |")
+    return lines
+
+
+def goal_value(records: dict, steps: dict, run: str, backend: str, what: str) -> float | None:
+    """The measured value of one goal, or None when its run or backend is missing or did not finish."""
+    rec = records.get(run)
+    r = next((x for x in rec.results if x.backend == backend), None) if rec else None
+    if r is None or r.status != "ok":
+        return None
+    if what.startswith("train samples/s"):
+        return (r.summary or {}).get("train_samples_per_second")
+    if what == "warm compile s":
+        return r.compile_seconds if r.compile_cache == "warm" else None
+    if what == "cold compile s":
+        return r.compile_seconds if r.compile_cache == "cold" else None
+    step = steps.get(run)
+    return float(step[2]) if step and step[1] == "ok" else None
+
+
+def goals_table(records: dict, steps: dict, device: str) -> list[str]:
+    lines = ["| goal | measured | target | met |", "|---|---|---|---|"]
+    for run, backend, what, target, test, spec in GOALS:
+        value = goal_value(records, steps, run, backend, what)
+        met = "unmeasured" if value is None else ("n/a on cpu" if device == "cpu" else ("yes" if test(value) else "NO"))
+        lines.append(f"| {backend}: {what} ({run}) | {_fmt(value, spec)} | {target} | {met} |")
+    problems = [p for p in (floor.problem(rec.results) for rec in records.values()) if p]
+    floor_met = "n/a on cpu" if device == "cpu" else ("NO" if problems else "yes")
+    lines.append(f"| no backend below the floor (every run) | {len(problems)} run(s) below | none | {floor_met} |")
+    return lines
+
+
+def summary(out: Path, device: str) -> int:
+    steps = read_steps(out)
+    records = run_records(out / "runs", [s[0] for s in steps])
+    env = next(iter(records.values())).environment if records else {}
+    gpus = ", ".join(g.get("name", "?") for g in env.get("gpus", [])) or "none"
+    failed = [s[0] for s in steps if s[1] != "ok"]
+    lines = [f"# GPU check: {'all steps passed' if not failed else 'FAILED: ' + ', '.join(failed)}", "",
+             f"Device `{device}`; GPUs: {gpus}; commit {env.get('git', {}).get('commit') or 'unknown'}; "
+             f"packages: {json.dumps(env.get('packages', {}))}", "",
+             "## Steps", "", "| step | status | seconds | exit code | log |", "|---|---|---|---|---|"]
+    lines += [f"| {name} | {status} | {secs} | {code} | logs/{name}.log |" for name, status, secs, code in steps]
+    lines += ["", "## Figures (every run under runs/)", "", *figures_table(records), "",
+              "## Goals of issue 14 (H100, float32, TF32 off)", "", *goals_table(records, {s[0]: s for s in steps}, device),
+              ""]
+    problems = [f"- {name}: {p}" for name, rec in records.items() if (p := floor.problem(rec.results))]
+    if problems:
+        lines += ["## Floor", "", *problems, ""]
+    (out / "summary.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 1 if failed else 0
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="gpu_check.py")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("wait-epoch")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--timeout", type=float, default=600.0)
+    p = sub.add_parser("same-losses")
+    p.add_argument("base", type=Path)
+    p.add_argument("new", type=Path)
+    p.add_argument("--rtol", type=float, default=0.0)
+    p = sub.add_parser("summary")
+    p.add_argument("out", type=Path)
+    p.add_argument("--device", default="cuda")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "wait-epoch":
+            return wait_epoch(args.run_dir, args.timeout)
+        if args.command == "same-losses":
+            return same_losses(args.base, args.new, args.rtol)
+        return summary(args.out, args.device)
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

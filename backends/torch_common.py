@@ -55,6 +55,9 @@ def loss_sum(logits, x, mu, logvar):
 
 def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
+        if torch.version.cuda is None:
+            raise HarnessError(f"device {name!r} requested but this torch ({torch.__version__}) is a CPU-only "
+                               "build; install with -c constraints-cuda.txt -e '.[cuda]' or use --device cpu")
         raise HarnessError(f"device {name!r} requested but torch sees no CUDA GPU")
     return torch.device(name)
 

@@ -184,7 +184,9 @@ def cmd_parity(args, argv) -> int:
         from harness import atomic
         atomic.ensure_writable_dir(args.out, "--out folder")  # fail before minutes of work, not after
     mnist = data.load(args.data_dir)
-    reports = run(list(config.backends), mnist.train_x, args.steps, config)
+    from harness import caches
+    with caches.activated(config.cold_compile):  # the backends train in this process: same caches as a run
+        reports = run(list(config.backends), mnist.train_x, args.steps, config)
     if args.out is not None:
         from harness import measure, parity_report
         doc = parity_report.to_dict(reports, config, args.steps, list(argv),

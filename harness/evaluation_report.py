@@ -134,7 +134,7 @@ def plot_losses(table: list[dict[str, Any]], k_label: str, path: Path) -> None:
     from harness import manifold  # noqa: F401  (selects matplotlib's Agg backend before pyplot loads)
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    series = (("test_loss", "test_loss (z = mu)"), ("test_loss_sampled", "test_loss_sampled (K = 1)"),
+    series = (("test_loss", "test_loss (z = mu)"), ("test_loss_sampled", "test_loss_sampled (one z ~ q(z|x))"),
               ("nll", f"NLL (IWAE, {k_label})"))
     for key, name in series:
         pts = [(t["latent_dim"], t[key]) for t in table if t[key]["mean"] is not None]
@@ -149,7 +149,7 @@ def plot_losses(table: list[dict[str, Any]], k_label: str, path: Path) -> None:
     ax.set_xscale("log")
     ax.set_xticks(latents, labels=[str(z) for z in latents])
     ax.minorticks_off()
-    ax.set(xlabel="latent size", ylabel="nats per test image", title="Final test losses against latent size")
+    ax.set(xlabel="latent size", ylabel="nats per test image", title="Final test losses against latent size (mean, 95% interval over seeds)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

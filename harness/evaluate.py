@@ -112,12 +112,12 @@ def evaluate_result(run_dir: Path, result: results.BackendResult, seed: int, opt
             "bounds_file": name}
 
 
-def run_dirs_of(path: Path) -> list[Path]:
-    """A run folder itself, or every finished job's folder of a sweep folder."""
+def run_dirs_of(path: Path, names: tuple[str, ...] = ()) -> list[Path]:
+    """A run folder itself, or the folders of a sweep's finished jobs (of the backends named, if any)."""
     if (path / "sweep.json").exists():
         from harness import sweep
         state = sweep.load(path)
-        return [path / j.run_dir for j in state.jobs if j.status == "ok"]
+        return [path / j.run_dir for j in state.jobs if j.status == "ok" and (not names or j.backend in names)]
     return [path]
 
 
@@ -177,7 +177,7 @@ def cmd_evaluate(args: argparse.Namespace, argv: list[str]) -> int:
                    threads=args.threads, device=args.device, data_dir=args.data_dir)
     if opts.backends:
         backends.check_names(list(opts.backends))
-    dirs = run_dirs_of(args.run_dir)
+    dirs = run_dirs_of(args.run_dir, opts.backends)
     mnist_dir, _ = data.locate(args.data_dir)
     failures = [f for d in dirs for f in evaluate_run(d, opts, mnist_dir)]
     print(f"rebuild the report to show it: python -m harness report {args.run_dir}")

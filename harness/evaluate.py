@@ -30,8 +30,8 @@ from harness import atomic, cli, data, iwae, results
 from harness.errors import HarnessError
 
 DEFAULT_K = 5000  # the IWAE paper's evaluation
-# (image, draw) rows per batch: ~1000 keeps a batch's logits (3 MB) in cache on CPU, measured fastest
-# on this project's 2-core machine (jax 39k rows/s at 1000 rows, 25k at 16000); GPUs want big batches.
+# (image, draw) rows per batch: on CPU about a thousand keeps a batch's logits in cache (small batches
+# were the faster ones here); GPUs want big batches to fill the device.
 ROWS_PER_BATCH = {"cpu": 1024, "cuda": 65536}
 
 
@@ -151,7 +151,7 @@ def evaluate_run(run_dir: Path, opts: Options, mnist_dir: Path, say=_say) -> lis
 
 
 def describe(e: dict) -> str:
-    """'NLL (IWAE, K=500) 93.12 +- 0.27 nats over 10000 test images; 190.3 s on cpu, 1 thread'."""
+    """One line: 'NLL (IWAE, K=<k>) <nll> +- <stderr> nats over <n> test images; <seconds> s on <device>, ...'."""
     return (f"NLL (IWAE, K={e['k']}) {e['nll']:.2f} +- {e['stderr']:.2f} nats over {e['test_samples']} test "
             f"images; {e['seconds']:.1f} s on {e['device']}, {e['threads']} thread(s) "
             f"(noise {e['noise_seconds']:.1f} s, compile {e['compile_seconds']:.1f} s, process {e['wall_seconds']:.1f} s)")

@@ -32,6 +32,11 @@ class JudgedGap:
     def ok(self) -> bool | None:
         return None if self.targets is None else self.gap.value <= self.targets.max_backend_difference
 
+    @property
+    def share(self) -> float:
+        """The gap as a fraction of its tolerance (calibrated gaps only): above 1 is disagreement."""
+        return self.gap.value / self.targets.max_backend_difference
+
 
 @dataclass(frozen=True)
 class Group:
@@ -83,25 +88,24 @@ def sentences(entries: list) -> list[str]:
         calibrated = [j for j in g.gaps.values() if j.targets is not None]
         bad = [j for j in calibrated if not j.ok]
         names = ", ".join(g.labels)
+        worst = max(calibrated, key=lambda j: j.share) if calibrated else None
         if bad:
-            worst = max(bad, key=lambda j: j.gap.value / j.targets.max_backend_difference)
             out.append(f"**Backends disagree** ({_where(g)}): at epoch {worst.gap.epoch} {worst.gap.high} and "
                        f"{worst.gap.low} differ by {worst.gap.value:.3f} nats in test_loss, beyond that epoch's "
                        f"calibrated tolerance of {worst.targets.max_backend_difference:g} (targets profile "
                        f"'{worst.profile}'); {len(bad)} of {len(calibrated)} calibrated epochs are beyond theirs.")
         elif calibrated:
-            closest = max(calibrated, key=lambda j: j.gap.value / j.targets.max_backend_difference)
             out.append(f"**{names} agree** ({_where(g)}): at each of the {len(calibrated)} calibrated epochs the "
                        f"largest same-seed test_loss gap is within that epoch's tolerance; closest at epoch "
-                       f"{closest.gap.epoch}: {closest.gap.value:.3f} of {closest.targets.max_backend_difference:g} "
-                       f"nats (targets profile '{closest.profile}').")
+                       f"{worst.gap.epoch}: {worst.gap.value:.3f} of {worst.targets.max_backend_difference:g} "
+                       f"nats (targets profile '{worst.profile}').")
         uncalibrated = sorted(e for e, j in g.gaps.items() if j.targets is None)
         if uncalibrated:
-            worst = max((g.gaps[e].gap for e in uncalibrated), key=lambda gap: gap.value)
+            largest = max((g.gaps[e].gap for e in uncalibrated), key=lambda gap: gap.value)
             why = _why_uncalibrated(g.experiment)
             out.append(f"Agreement is **not calibrated** for {_span(uncalibrated)} of {names} ({_where(g)}"
-                       f"{'; ' + why if why else ''}): the largest gap there, {worst.value:.3f} nats at epoch "
-                       f"{worst.epoch}, is shown but not judged.")
+                       f"{'; ' + why if why else ''}): the largest gap there, {largest.value:.3f} nats at epoch "
+                       f"{largest.epoch}, is shown but not judged.")
     return out
 
 

@@ -46,6 +46,7 @@ class Group:
     experiment: dict[str, Any]
     labels: list[str]
     gaps: dict[int, JudgedGap]
+    why_uncalibrated: str  # why no profile covers this experiment; "" when one does
 
 
 def _profiles() -> dict:
@@ -73,7 +74,7 @@ def groups(entries: list) -> list[Group]:
         for epoch, gap in agreement.epoch_gaps(losses).items():
             found = targets_at(profiles, epoch, exp)
             judged[epoch] = JudgedGap(gap, *(found if found else (None, None)))
-        out.append(Group(seed, exp, [e.label for e in members], judged))
+        out.append(Group(seed, exp, [e.label for e in members], judged, _why_uncalibrated(exp, profiles)))
     return out
 
 
@@ -102,15 +103,15 @@ def sentences(entries: list) -> list[str]:
         uncalibrated = sorted(e for e, j in g.gaps.items() if j.targets is None)
         if uncalibrated:
             largest = max((g.gaps[e].gap for e in uncalibrated), key=lambda gap: gap.value)
-            why = _why_uncalibrated(g.experiment)
+            why = g.why_uncalibrated
             out.append(f"Agreement is **not calibrated** for {_span(uncalibrated)} of {names} ({_where(g)}"
                        f"{'; ' + why if why else ''}): the largest gap there, {largest.value:.3f} nats at epoch "
                        f"{largest.epoch}, is shown but not judged.")
     return out
 
 
-def _why_uncalibrated(exp: dict[str, Any]) -> str:
-    calibrated = [p for p in _profiles().values() if p.calibrated_on]
+def _why_uncalibrated(exp: dict[str, Any], profiles: dict) -> str:
+    calibrated = [p for p in profiles.values() if p.calibrated_on]
     if not calibrated:
         return "no calibrated targets"
     reasons = [agreement.mismatch(p.calibrated_on, exp) for p in calibrated]
@@ -147,12 +148,13 @@ def calibrated_bands(config: dict[str, Any], device: str) -> tuple[list, str]:
     from harness.figures import BandMark
     exp = agreement.experiment(config, device)
     marks, names = [], []
-    for p in sorted(_profiles().values(), key=lambda p: p.epochs):
+    profiles = _profiles()
+    for p in sorted(profiles.values(), key=lambda p: p.epochs):
         t = p.at(p.epochs, exp)
         if t is None:
             continue
         names.append(f"'{p.name}' epoch {p.epochs}")
         marks += [BandMark(m, p.epochs, b.low, b.high) for m, b in t.bands.items() if m != "train_loss"]
     if not marks:
-        return [], "no calibrated bands for this experiment (" + (_why_uncalibrated(exp) or "none") + ")."
+        return [], "no calibrated bands for this experiment (" + (_why_uncalibrated(exp, profiles) or "none") + ")."
     return marks, f"the calibrated bands of harness/targets.toml ({', '.join(names)}) for this experiment."

@@ -1,10 +1,10 @@
 """The framework-free driver of the IWAE evaluators (backends/iwae_torch.py, backends/iwae_jax.py).
 
 `python -m backends.iwae_<framework> JSON` loads one run's saved params and the test images, walks
-them in batches, takes each batch's noise from harness.iwae.noise (the same draws for every backend)
+them in batches, takes each batch's noise from harness.evaluation.iwae.noise (the same draws for every backend)
 and hands (images, noise) to the framework's `bounds` function, which returns each image's
 log-mean-exp of its K importance weights. The per-image bounds go to an .npy file named in JSON; the
-timings go to stdout as one JSON line. The parent (harness/evaluate.py) has already pinned this
+timings go to stdout as one JSON line. The parent (harness/evaluation/evaluate.py) has already pinned this
 process to its cores, before any framework started a thread pool.
 
 JSON keys: params (path to params.npz), data_dir, device, k, seed, test_limit (0 = all), batch
@@ -20,9 +20,12 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from harness import data, iwae
-from harness.config import PARAM_ORDER
+from harness import data
+from harness.config import ModelConfig
+
+PARAM_ORDER = ModelConfig(workload="mlp-vae").param_order()  # the IWAE evaluators are written for the MLP
 from harness.errors import HarnessError
+from harness.evaluation import iwae
 
 
 class Bounds(Protocol):

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from backends import iwae_child
-from backends.torch_common import VAE, resolve_device
+from backends.torch_common import build_model, resolve_device
 from harness.config import ModelConfig
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -31,7 +31,7 @@ def model_config(params: dict[str, np.ndarray]) -> ModelConfig:
     return ModelConfig(input_dim=inputs, hidden_dim=hidden, latent_dim=params["fc21.weight"].shape[0])
 
 
-def log_weights(model: VAE, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+def log_weights(model: torch.nn.Module, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """log p(x|z_k) + log p(z_k) - log q(z_k|x), shape (B, K), for x (B, D) and eps (B, K, L)."""
     mu, logvar = model.encode(x)
     z = mu.unsqueeze(1) + torch.exp(0.5 * logvar).unsqueeze(1) * eps
@@ -48,7 +48,7 @@ def make(params: dict[str, np.ndarray], device_name: str, k: int, batch: int):
     """The evaluator for iwae_child: a closure over the loaded model on `device_name`."""
     torch.set_num_threads(len(os.sched_getaffinity(0)))  # the parent pinned us; torch defaults to all cores
     device = resolve_device(device_name)
-    model = VAE(model_config(params)).to(device)
+    model = build_model(model_config(params)).to(device)
     model.load_state_dict({name: torch.from_numpy(a) for name, a in params.items()})
     model.eval()
     log_k = math.log(k)

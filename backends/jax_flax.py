@@ -53,29 +53,9 @@ from backends.base import EvalResult, Noise
 from harness.config import ModelConfig, RunConfig
 from harness.errors import HarnessError
 
-LAYERS = ("fc1", "fc21", "fc22", "fc3", "fc4")
-
 # True float32 matmuls by default (setup() switches to TF32 only when a run asks for it). Set at import
-# as well as in setup() because the worker records jax's config (measure.framework_info) before setup.
+# as well as in setup() because the worker records jax's config (backends/info.py) before setup.
 jax.config.update("jax_default_matmul_precision", "highest")
-
-
-class VAE(nnx.Module):
-    """pytorch/examples' VAE in Flax NNX; the noise eps is an input so the harness controls it."""
-
-    def __init__(self, m: ModelConfig, rngs: nnx.Rngs):
-        self.fc1 = nnx.Linear(m.input_dim, m.hidden_dim, rngs=rngs)
-        self.fc21 = nnx.Linear(m.hidden_dim, m.latent_dim, rngs=rngs)
-        self.fc22 = nnx.Linear(m.hidden_dim, m.latent_dim, rngs=rngs)
-        self.fc3 = nnx.Linear(m.latent_dim, m.hidden_dim, rngs=rngs)
-        self.fc4 = nnx.Linear(m.hidden_dim, m.input_dim, rngs=rngs)
-
-    def encode(self, x):
-        h1 = jax.nn.relu(self.fc1(x))
-        return self.fc21(h1), self.fc22(h1)
-
-    def decode_logits(self, z):
-        return self.fc4(jax.nn.relu(self.fc3(z)))
 
 
 def loss_sum(logits, x, mu, logvar):
@@ -179,9 +159,14 @@ def programs(m: ModelConfig) -> Programs:
     )
 
 
-def abstract_model(m: ModelConfig) -> VAE:
+def flax_model(m: ModelConfig):
+    """The workload's Flax module file (workloads/<name>/flax_model.py): Model, to_flax, from_flax."""
+    return m.spec().module("flax_model")
+
+
+def abstract_model(m: ModelConfig) -> nnx.Module:
     """The module's structure without running Flax's initialisers (the harness supplies the weights)."""
-    return nnx.eval_shape(lambda: VAE(m, nnx.Rngs(0)))
+    return nnx.eval_shape(lambda: flax_model(m).Model(m, nnx.Rngs(0)))
 
 
 def make_adam(m: ModelConfig) -> optax.GradientTransformation:
@@ -249,19 +234,19 @@ class JaxBackend:
     def get_state(self) -> dict[str, np.ndarray]:
         params, (adam, *_) = jax.device_get(self.state)
         out: dict[str, np.ndarray] = {}
+        layout = flax_model(self.m)
         for prefix, tree in (("", params), ("adam.m.", adam.mu), ("adam.v.", adam.nu)):
-            for name in LAYERS:
-                out[f"{prefix}{name}.weight"] = np.array(tree[name]["kernel"].T, dtype=np.float32, order="C")
-                out[f"{prefix}{name}.bias"] = np.array(tree[name]["bias"], dtype=np.float32)
+            out.update({prefix + k: v.astype(np.float32, copy=False) for k, v in layout.from_flax(tree).items()})
         out["adam.step"] = np.array(int(adam.count), dtype=np.int64)
         return out
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
+        to_flax = flax_model(self.m).to_flax
+
         def tree(prefix: str) -> dict:
-            # Copies, so that later changes to the caller's arrays cannot reach device buffers.
-            return {name: {"kernel": self._put(np.array(state[f"{prefix}{name}.weight"], np.float32).T.copy()),
-                           "bias": self._put(np.array(state[f"{prefix}{name}.bias"], np.float32))}
-                    for name in LAYERS}
+            # to_flax copies, so later changes to the caller's arrays cannot reach device buffers.
+            neutral = {k: np.asarray(state[prefix + k], np.float32) for k in self.m.param_order()}
+            return jax.tree.map(self._put, to_flax(neutral))
 
         params = tree("")
         adam = optax.ScaleByAdamState(count=self._put(np.int32(state["adam.step"])),

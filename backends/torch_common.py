@@ -1,7 +1,7 @@
-"""What the PyTorch backends share: the module, the loss, device handling and state conversion.
+"""What the PyTorch engines share: the workload's model, the Bernoulli VAE loss, devices and state.
 
-The module's attribute names are those of pytorch/examples vae/main.py, so its state_dict is the
-reference's and saved params load straight into the reference model.
+The model comes from the workload (workloads/<name>/torch_model.py); its state_dict is the neutral
+layout, so params and Adam state convert by name.
 """
 from __future__ import annotations
 
@@ -17,29 +17,9 @@ from harness.errors import HarnessError
 EVAL_CHUNK = 10_000  # the whole test set in one pass: eval needs no autograd and fits easily
 
 
-class VAE(nn.Module):
-    """pytorch/examples' VAE; the noise eps is an input so the harness can control it."""
-
-    def __init__(self, m: ModelConfig):
-        super().__init__()
-        self.fc1 = nn.Linear(m.input_dim, m.hidden_dim)
-        self.fc21 = nn.Linear(m.hidden_dim, m.latent_dim)
-        self.fc22 = nn.Linear(m.hidden_dim, m.latent_dim)
-        self.fc3 = nn.Linear(m.latent_dim, m.hidden_dim)
-        self.fc4 = nn.Linear(m.hidden_dim, m.input_dim)
-
-    def encode(self, x):
-        h1 = F.relu(self.fc1(x))
-        return self.fc21(h1), self.fc22(h1)
-
-    def decode_logits(self, z):
-        return self.fc4(F.relu(self.fc3(z)))
-
-    def forward(self, x, eps):
-        """Bernoulli logits, mu, logvar; eps=None means z = mu (the posterior mean)."""
-        mu, logvar = self.encode(x)
-        z = mu if eps is None else mu + eps * torch.exp(0.5 * logvar)
-        return self.decode_logits(z), mu, logvar
+def build_model(m: ModelConfig) -> nn.Module:
+    """The workload's torch model (workloads/<name>/torch_model.py): encode, decode_logits, forward(x, eps)."""
+    return m.spec().module("torch_model").Model(m)
 
 
 def loss_sum(logits, x, mu, logvar):
@@ -151,7 +131,7 @@ def noise_tensor(noise: Noise, n: int, latent: int, device: torch.device) -> tor
     return torch.randn(n, latent, generator=g, device=device)
 
 
-def eval_losses(model: VAE, x, eps):
+def eval_losses(model: nn.Module, x, eps):
     """Batch-sum losses with z = mu and with z = mu + eps * std: the encoder runs once, the decoder twice."""
     mu, logvar = model.encode(x)
     z = mu + eps * torch.exp(0.5 * logvar)
@@ -159,7 +139,7 @@ def eval_losses(model: VAE, x, eps):
 
 
 @torch.no_grad()
-def evaluate(model: VAE, test_x: torch.Tensor, noise: Noise, latent: int, losses=None) -> EvalResult:
+def evaluate(model: nn.Module, test_x: torch.Tensor, noise: Noise, latent: int, losses=None) -> EvalResult:
     """Per-sample test loss with z = mu and with one sampled z, over the whole test set.
 
     `losses` replaces eval_losses (torch-compile passes its compiled version); the test set goes in
@@ -178,7 +158,7 @@ def evaluate(model: VAE, test_x: torch.Tensor, noise: Noise, latent: int, losses
 
 
 @torch.no_grad()
-def decode(model: VAE, z: np.ndarray) -> np.ndarray:
+def decode(model: nn.Module, z: np.ndarray) -> np.ndarray:
     dev = next(model.parameters()).device
     return torch.sigmoid(model.decode_logits(torch.from_numpy(z.astype(np.float32)).to(dev))).cpu().numpy()
 

@@ -24,7 +24,7 @@ class TorchEagerBackend:
         tc.configure(config)
         self.m = config.model
         self.device = tc.resolve_device(config.device)
-        self.model = tc.VAE(self.m).to(self.device)
+        self.model = tc.build_model(self.m).to(self.device)
         tc.load_params(self.model, params)
         self.opt = self.make_optimizer()
         self.train_x = torch.from_numpy(train_x).to(self.device)

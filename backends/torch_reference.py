@@ -1,4 +1,4 @@
-"""`torch-reference`: the pytorch/examples vae/main.py training loop, as users know it.
+"""`torch-reference`: the pytorch/examples vae/main.py training loop, as users know it, for any workload.
 
 Kept faithful on purpose, because it is the baseline every speed-up is quoted against: a DataLoader
 over a Dataset that converts each sample from bytes to a float tensor (what torchvision's ToTensor
@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from backends import torch_common as tc
 from backends.base import EvalResult, Noise
-from harness.config import ModelConfig, RunConfig
+from harness.config import RunConfig
 
 
 class BytesMNIST(Dataset):
@@ -34,35 +34,20 @@ class BytesMNIST(Dataset):
         return self.bytes[i].to(torch.float32).div(255), 0
 
 
-class VAE(nn.Module):
-    """pytorch/examples' VAE verbatim, plus an optional eps for lockstep parity."""
+def reparameterize(mu, logvar, eps=None):
+    std = torch.exp(0.5 * logvar)
+    eps = torch.randn_like(std) if eps is None else eps
+    return mu + eps * std
 
-    def __init__(self, m: ModelConfig):
-        super().__init__()
-        self.fc1 = nn.Linear(m.input_dim, m.hidden_dim)
-        self.fc21 = nn.Linear(m.hidden_dim, m.latent_dim)
-        self.fc22 = nn.Linear(m.hidden_dim, m.latent_dim)
-        self.fc3 = nn.Linear(m.latent_dim, m.hidden_dim)
-        self.fc4 = nn.Linear(m.hidden_dim, m.input_dim)
-        self.input_dim = m.input_dim
 
-    def encode(self, x):
-        h1 = F.relu(self.fc1(x))
-        return self.fc21(h1), self.fc22(h1)
+def decode(model: nn.Module, z):
+    return torch.sigmoid(model.decode_logits(z))
 
-    def reparameterize(self, mu, logvar, eps=None):
-        std = torch.exp(0.5 * logvar)
-        eps = torch.randn_like(std) if eps is None else eps
-        return mu + eps * std
 
-    def decode(self, z):
-        h3 = F.relu(self.fc3(z))
-        return torch.sigmoid(self.fc4(h3))
-
-    def forward(self, x, eps=None):
-        mu, logvar = self.encode(x.view(-1, self.input_dim))
-        z = self.reparameterize(mu, logvar, eps)
-        return self.decode(z), mu, logvar
+def forward(model: nn.Module, x, eps=None):
+    """vae/main.py's VAE.forward on the workload's encoder and decoder: (recon, mu, logvar)."""
+    mu, logvar = model.encode(x)
+    return decode(model, reparameterize(mu, logvar, eps)), mu, logvar
 
 
 def loss_function(recon_x, x, mu, logvar):
@@ -80,7 +65,7 @@ class TorchReferenceBackend:
         tc.configure(config)
         self.m = config.model
         self.device = tc.resolve_device(config.device)
-        self.model = VAE(self.m).to(self.device)
+        self.model = tc.build_model(self.m).to(self.device)
         tc.load_params(self.model, params)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.m.learning_rate,
                                           betas=(self.m.beta1, self.m.beta2), eps=self.m.adam_eps)
@@ -97,7 +82,7 @@ class TorchReferenceBackend:
         for batch_idx, (data, _) in enumerate(loader):
             data = data.to(self.device)
             self.optimizer.zero_grad()
-            recon_batch, mu, logvar = self.model(data, self._batch_noise(noise, batch_idx, len(data)))
+            recon_batch, mu, logvar = forward(self.model, data, self._batch_noise(noise, batch_idx, len(data)))
             loss = loss_function(recon_batch, data, mu, logvar)
             loss.backward()
             train_loss += loss.item()
@@ -113,9 +98,9 @@ class TorchReferenceBackend:
             for batch_idx, (data, _) in enumerate(loader):
                 data = data.to(self.device)
                 mu, logvar = self.model.encode(data)
-                loss_mu += loss_function(self.model.decode(mu), data, mu, logvar).item()
-                z = self.model.reparameterize(mu, logvar, self._batch_noise(noise, batch_idx, len(data)))
-                loss_sampled += loss_function(self.model.decode(z), data, mu, logvar).item()
+                loss_mu += loss_function(decode(self.model, mu), data, mu, logvar).item()
+                z = reparameterize(mu, logvar, self._batch_noise(noise, batch_idx, len(data)))
+                loss_sampled += loss_function(decode(self.model, z), data, mu, logvar).item()
         n = len(self.test_set)
         return EvalResult(loss_mu / n, loss_sampled / n)
 
@@ -136,7 +121,7 @@ class TorchReferenceBackend:
         return loss.item()
 
     def _loss(self, data, eps):
-        recon, mu, logvar = self.model(data, eps)
+        recon, mu, logvar = forward(self.model, data, eps)
         return loss_function(recon, data, mu, logvar)
 
     def get_state(self) -> dict[str, np.ndarray]:
@@ -147,7 +132,7 @@ class TorchReferenceBackend:
 
     def decode(self, z: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return self.model.decode(torch.from_numpy(z.astype(np.float32)).to(self.device)).cpu().numpy()
+            return decode(self.model, torch.from_numpy(z.astype(np.float32)).to(self.device)).cpu().numpy()
 
     def device_memory(self) -> dict[str, float]:
         return tc.device_memory(self.device)

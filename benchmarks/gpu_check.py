@@ -17,8 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness import caches, floor, measure, results  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
+from harness.execution import caches  # noqa: E402
+from harness.measurement import floor, measure, results
 
 LOSSES = ("train_loss", "test_loss", "test_loss_sampled")
 # (run folder under OUT/runs, backend, what is measured, goal, test on the measured value, format)

@@ -2,12 +2,12 @@
 
     python benchmarks/parity_tolerance.py [--seeds 1-40] [--backend torch] --out reports/parity-tolerance
 
-The study behind PARITY_RTOL (harness/reference.py) and behind teacher forcing (harness/parity.py),
+The study behind PARITY_RTOL (harness/verification/oracle.py) and behind teacher forcing (harness/verification/parity.py),
 made reproducible: docs/correctness.md quotes its output, so no tolerance rests on an unrecorded run.
 
-Part 1, rounding: for every seed, the backend and harness.reference each run N free (not teacher-forced)
+Part 1, rounding: for every seed, the backend and harness.verification.reference each run N free (not teacher-forced)
 Adam steps from init_params(seed) on the batches and noise of parity.lockstep_inputs; at N = 10, 20 and
-50 it records the worst tensor's rms_rel_err (reference.compare, the decision metric) and max|d|/max|ref|
+50 it records the worst tensor's rms_rel_err (oracle.compare, the decision metric) and max|d|/max|ref|
 (for contrast), and each step's loss relative error.
 Part 2, bugs: float64 variants of the reference step with one formula changed, on the first seed,
 judged against the correct float64 run by the same metric. Float64 on both sides, so the figure is the
@@ -30,14 +30,17 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import backends  # noqa: E402
-from harness import atomic, data, measure, parity, reference  # noqa: E402
+from harness import atomic, data  # noqa: E402
 from harness.config import ModelConfig, RunConfig, init_params, parse_seeds  # noqa: E402
+from harness.measurement import measure
+from harness.verification import oracle, parity
+from workloads.mlp_vae import oracle as mlp_oracle
 
 CHECKPOINTS = (10, 20, 50)
 
 
 def worst(ref: dict, cand: dict) -> dict[str, float]:
-    rows = reference.compare(ref, cand)
+    rows = oracle.compare(ref, cand)
     return {"rms_rel_err": max(r["rms_rel_err"] for r in rows), "max_rel_err": max(r["max_rel_err"] for r in rows)}
 
 
@@ -47,10 +50,10 @@ def tf32(a: np.ndarray) -> np.ndarray:
     return ((bits + np.uint32(0x1000)) & np.uint32(0xFFFFE000)).view(np.float32).astype(np.float64)
 
 
-def adam(p, g, s: reference.AdamState, m: ModelConfig, eps_inside=False, bias_correction=True):
-    """reference.adam_update, optionally with one of two common Adam mistakes."""
+def adam(p, g, s: oracle.AdamState, m: ModelConfig, eps_inside=False, bias_correction=True):
+    """oracle.adam_update, optionally with one of two common Adam mistakes."""
     if not (eps_inside or not bias_correction):
-        return reference.adam_update(p, g, s, m)
+        return oracle.adam_update(p, g, s, m)
     t = s.step + 1
     new_p, new_m, new_v = {}, {}, {}
     for k in p:
@@ -59,25 +62,25 @@ def adam(p, g, s: reference.AdamState, m: ModelConfig, eps_inside=False, bias_co
         mh, vh = (new_m[k] / (1 - m.beta1**t), new_v[k] / (1 - m.beta2**t)) if bias_correction else (new_m[k], new_v[k])
         denom = np.sqrt(vh + m.adam_eps) if eps_inside else np.sqrt(vh) + m.adam_eps
         new_p[k] = p[k] - m.learning_rate * mh / denom
-    return new_p, reference.AdamState(t, new_m, new_v)
+    return new_p, oracle.AdamState(t, new_m, new_v)
 
 
 def _mean(p, x, e):
-    loss, g = reference.loss_and_grad(p, x, e)
+    loss, g = mlp_oracle.loss_and_grad(p, x, e)
     return loss / len(x), {k: v / len(x) for k, v in g.items()}
 
 
 def _tf32(p, x, e):
-    return reference.loss_and_grad({k: tf32(v) for k, v in p.items()}, tf32(x), e)
+    return mlp_oracle.loss_and_grad({k: tf32(v) for k, v in p.items()}, tf32(x), e)
 
 
-CORRECT = (reference.loss_and_grad, {})
+CORRECT = (mlp_oracle.loss_and_grad, {})
 BUGS = {  # name -> (loss and gradient of (params, x, eps), options of adam())
-    "Adam eps inside the sqrt": (reference.loss_and_grad, {"eps_inside": True}),
-    "no Adam bias correction": (reference.loss_and_grad, {"bias_correction": False}),
+    "Adam eps inside the sqrt": (mlp_oracle.loss_and_grad, {"eps_inside": True}),
+    "no Adam bias correction": (mlp_oracle.loss_and_grad, {"bias_correction": False}),
     "mean instead of sum loss": (_mean, {}),
-    "z = mu in training": (lambda p, x, e: reference.loss_and_grad(p, x, None), {}),
-    "noise rows shifted by one": (lambda p, x, e: reference.loss_and_grad(p, x, np.roll(e, 1, 0)), {}),
+    "z = mu in training": (lambda p, x, e: mlp_oracle.loss_and_grad(p, x, None), {}),
+    "noise rows shifted by one": (lambda p, x, e: mlp_oracle.loss_and_grad(p, x, np.roll(e, 1, 0)), {}),
     "TF32-like rounding of weights and inputs": (_tf32, {}),
 }
 
@@ -85,7 +88,7 @@ BUGS = {  # name -> (loss and gradient of (params, x, eps), options of adam())
 def float64_run(variant, params, batches, noise, m) -> tuple[dict[int, dict], list[float]]:
     """Params at each checkpoint and each step's loss (before the update), of a float64 variant."""
     grad_fn, options = variant
-    p, s = reference._cast(params), reference.adam_init(params)
+    p, s = oracle._cast(params), oracle.adam_init(params)
     at, losses = {}, []
     for i, (x, e) in enumerate(zip(batches, noise), 1):
         loss, g = grad_fn(p, x, e)
@@ -100,7 +103,7 @@ def rounding(backend, seed: int, train_x, m: ModelConfig) -> dict:
     params = init_params(seed, m)
     batches, noise = parity.lockstep_inputs(train_x, max(CHECKPOINTS), seed, m.batch_size, m.latent_dim)
     ref_at, ref_losses = float64_run(CORRECT, params, batches, noise, m)
-    backend.set_state(parity.to_state32(reference._cast(params), reference.adam_init(params)))
+    backend.set_state(parity.to_state32(oracle._cast(params), oracle.adam_init(params)))
     out: dict = {"seed": seed, "loss_rel_err": []}
     for i, (x, e) in enumerate(zip(batches, noise), 1):
         out["loss_rel_err"].append(abs(backend.lockstep_step(x, e) - ref_losses[i - 1]) / abs(ref_losses[i - 1]))
@@ -113,7 +116,7 @@ def markdown(doc: dict) -> str:
     runs, n = doc["rounding"], len(doc["rounding"])
     lines = [f"# Parity tolerance study: {doc['backend']} float32 vs the float64 reference, free-running", "",
              f"Command: `{doc['command']}`", "",
-             "Part 1, rounding: worst tensor per run; rms_rel_err decides (reference.compare), "
+             "Part 1, rounding: worst tensor per run; rms_rel_err decides (oracle.compare), "
              "max_rel_err = max|d| / max|ref| for contrast.", "",
              f"| steps | runs with rms_rel_err <= PARITY_RTOL ({doc['PARITY_RTOL']:g}) | median rms_rel_err | "
              "largest rms_rel_err within PARITY_RTOL | runs beyond it: seed (rms_rel_err) | largest max_rel_err |",
@@ -167,7 +170,7 @@ def main() -> None:
         bugs[name] = {str(c): worst(good[c], at[c]) for c in CHECKPOINTS}
         print(f"{name}: " + ", ".join(f"{bugs[name][str(c)]['rms_rel_err']:.1e}" for c in CHECKPOINTS), flush=True)
     doc = {"command": "python benchmarks/parity_tolerance.py " + " ".join(sys.argv[1:]), "backend": args.backend,
-           "PARITY_RTOL": reference.PARITY_RTOL, "checkpoints": list(CHECKPOINTS), "seeds": seeds,
+           "PARITY_RTOL": oracle.PARITY_RTOL, "checkpoints": list(CHECKPOINTS), "seeds": seeds,
            "bug_seed": seeds[0], "environment": measure.environment(), "rounding": runs, "bugs": bugs}
     atomic.write_json(args.out / "tolerance.json", doc)
     atomic.write_text(args.out / "tolerance.md", markdown(doc))

@@ -16,15 +16,16 @@ import os
 import sys
 import time
 from collections import defaultdict
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-from harness import atomic, data, measure  # noqa: E402
 from backends.base import pass_noise  # noqa: E402
+from harness import atomic, data  # noqa: E402
 from harness.config import RunConfig, epoch_permutation, init_params  # noqa: E402
+from harness.measurement import measure
 
 GROUPS = {"mm": "matrix products", "addmm": "matrix products", "bmm": "matrix products",
           "adam": "optimizer", "_fused_adam": "optimizer", "index_select": "data indexing",

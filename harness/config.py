@@ -1,7 +1,8 @@
-"""The one source of truth for the experiment: model shape, hyper-parameters and run settings.
+"""The one source of truth for the experiment: workload, hyper-parameters and run settings.
 
-Every backend, the NumPy reference and every results file read these dataclasses; nothing else in the
-project writes a layer size, a learning rate or a batch size down a second time.
+Every backend, the NumPy oracle and every results file read these dataclasses; nothing else in the
+project writes a learning rate or a batch size down a second time. The layers themselves belong to
+the workload (workloads/<name>/), which `ModelConfig.workload` names.
 """
 from __future__ import annotations
 
@@ -10,14 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# The parameter names and (out, in) shapes of pytorch/examples vae/main.py's state_dict, in order.
-PARAM_ORDER = (
-    "fc1.weight", "fc1.bias",    # encoder hidden layer
-    "fc21.weight", "fc21.bias",  # posterior mean
-    "fc22.weight", "fc22.bias",  # posterior log-variance
-    "fc3.weight", "fc3.bias",    # decoder hidden layer
-    "fc4.weight", "fc4.bias",    # Bernoulli logits
-)
+import workloads
+from workloads.spec import Workload
 
 TRAIN_SIZE = 60_000
 TEST_SIZE = 10_000
@@ -25,10 +20,11 @@ TEST_SIZE = 10_000
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture and optimiser of the pytorch/examples VAE (Kingma & Welling 2014, MNIST)."""
+    """What is trained and how it is optimised: the workload, its sizes, Adam and the batch size."""
 
+    workload: str = workloads.DEFAULT  # a name of workloads.PACKAGES: mlp-vae (default) or conv-vae
     input_dim: int = 784
-    hidden_dim: int = 400
+    hidden_dim: int = 400  # the MLP's hidden layer (mlp-vae only)
     latent_dim: int = 20
     learning_rate: float = 1e-3
     beta1: float = 0.9
@@ -42,15 +38,27 @@ class ModelConfig:
     # The reference keeps the final partial batch (60000 = 468 * 128 + 96); so do we, in every backend.
     drop_last: bool = False
 
+    def spec(self) -> Workload:
+        """The workload this config trains (its layers, init rule, metrics and FLOP counts)."""
+        return workloads.get(self.workload)
+
+    def oracle(self):
+        """The workload's float64 NumPy oracle module (forward, loss_and_grad, decode)."""
+        return self.spec().module("oracle")
+
     def shapes(self) -> dict[str, tuple[int, ...]]:
-        """The state_dict shapes, weights stored as (out, in) like torch.nn.Linear."""
-        d, h, z = self.input_dim, self.hidden_dim, self.latent_dim
-        layers = {"fc1": (h, d), "fc21": (z, h), "fc22": (z, h), "fc3": (h, z), "fc4": (d, h)}
-        out: dict[str, tuple[int, ...]] = {}
-        for name, (o, i) in layers.items():
-            out[f"{name}.weight"] = (o, i)
-            out[f"{name}.bias"] = (o,)
-        return out
+        """The parameters' names and shapes in the neutral (torch state_dict) layout, in order."""
+        return self.spec().param_shapes(self)
+
+    def param_order(self) -> tuple[str, ...]:
+        return tuple(self.shapes())
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        """From a results file's `config.model`; fields it lacks take their defaults (an old record
+        without `workload` trained the MLP), fields this version does not know are ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
 
     def batch_sizes(self, n: int) -> list[int]:
         """Sizes of the batches of one pass over n samples (a smaller last batch is kept)."""
@@ -79,7 +87,7 @@ class RunConfig:
     # backends follow different trajectories. Runs with different sources are never compared.
     noise: str = "harness"
     # Compile from empty caches (a fresh folder per job) instead of the shared persistent ones; see
-    # harness/caches.py. Changes compile seconds only, never the numbers trained.
+    # harness/execution/caches.py. Changes compile seconds only, never the numbers trained.
     cold_compile: bool = False
     model: ModelConfig = field(default_factory=ModelConfig)
 
@@ -90,25 +98,16 @@ class RunConfig:
     def from_dict(cls, d: dict) -> "RunConfig":
         d = dict(d)
         d["backends"] = tuple(d.get("backends", ()))
-        d["model"] = ModelConfig(**d.get("model", {}))
+        d["model"] = ModelConfig.from_dict(d.get("model", {}))
         d.setdefault("noise", "framework")  # records written before the field existed used framework noise
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
 def init_params(seed: int, model: ModelConfig = ModelConfig()) -> dict[str, np.ndarray]:
-    """Initial weights drawn once in NumPy with torch.nn.Linear's rule and loaded into every backend.
-
-    Weights and biases are U(-1/sqrt(fan_in), 1/sqrt(fan_in)); float32; keys and shapes of the
-    reference state_dict. Frameworks' own initialisers differ (Flax's visibly), so none is used.
-    """
-    rng = np.random.default_rng([seed, 0x1417])
-    params = {}
-    for name, shape in model.shapes().items():
-        fan_in = model.shapes()[name.replace(".bias", ".weight")][1]
-        bound = 1.0 / np.sqrt(fan_in)
-        params[name] = rng.uniform(-bound, bound, size=shape).astype(np.float32)
-    return params
+    """Initial weights drawn once in NumPy with PyTorch's default rule and loaded into every backend
+    (workloads.spec.torch_rule_init): float32, keys and shapes of the torch state_dict."""
+    return model.spec().init_params(seed, model)
 
 
 def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:

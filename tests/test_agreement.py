@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import agreement, check, compare, results, targets, verdict
 from harness.config import ModelConfig, RunConfig
 from harness.errors import HarnessError
-from harness.results import BackendResult, EpochRecord, RunRecord
+from harness.measurement import results
+from harness.measurement.results import BackendResult, EpochRecord, RunRecord
+from harness.verification import agreement, check, compare, targets, verdict
 
 TOL = {1: 0.30, 50: 0.60}
 BANDS = {1: (117.0, 123.0), 50: (92.0, 96.0)}
@@ -56,7 +57,7 @@ def two(gap1: float, gap50: float, **kw) -> RunRecord:
 
 
 class Entry:
-    """What harness.report passes to the verdict."""
+    """What harness.reporting.report passes to the verdict."""
 
     def __init__(self, rec: RunRecord, r: BackendResult):
         self.record, self.result, self.label = rec, r, f"{r.backend} ({r.device})"

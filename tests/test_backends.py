@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness import parity
 from backends.base import pass_noise
 from harness.config import ModelConfig, RunConfig, epoch_permutation
+from harness.verification import parity
 
 STEPS = 50
 
@@ -20,7 +20,7 @@ def lockstep(mnist):
     config = RunConfig(seed=1)
     m = config.model
     batches, noise = parity.lockstep_inputs(mnist.train_x, STEPS, 1, m.batch_size, m.latent_dim)
-    chain = parity.reference_chain(parity.init_params(1), batches, noise, m)
+    chain = parity.oracle_chain(parity.init_params(1), batches, noise, m)
 
     def run(name: str) -> parity.BackendParity:
         return parity.run_backend(name, chain, config, free_running=False)

@@ -1,9 +1,10 @@
-"""The CI loss check: real MNIST, every backend, bands from harness/targets.toml; broken backends fail it."""
+"""The CI loss check: real MNIST, every backend, bands from harness/verification/targets.toml; broken backends fail it."""
 from __future__ import annotations
 
 import pytest
 
-from harness import results, targets
+from harness.measurement import results
+from harness.verification import targets
 from tests.conftest import ROOT, assert_one_line_error, harness
 
 # DEVELOPERS.md / issue 3: pytorch/examples over seeds 1-5 gave z = mu 118.8-121.1 after one epoch.
@@ -89,7 +90,7 @@ def test_band_and_agreement_rules():
 def test_check_from_a_shorter_run_is_one_line(tmp_path):
     """`check --profile full --from` a 1-epoch run: the full profile judges epoch 50."""
     from harness.config import RunConfig
-    from harness.results import RunRecord
+    from harness.measurement.results import RunRecord
     results.save(RunRecord(config=RunConfig(epochs=1).to_dict(), environment={}, results=[]), tmp_path / "run")
     assert_one_line_error(harness("check", "--profile", "full", "--from", tmp_path / "run"),
                           "judges epoch 50", "only 1 epoch")

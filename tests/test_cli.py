@@ -11,7 +11,7 @@ from tests.conftest import ROOT, SMALL, assert_one_line_error, harness
 
 
 def test_core_imports_no_framework():
-    code = ("import harness.cli, harness.runner, harness.report, harness.check, sys;"
+    code = ("import harness.cli, harness.execution.runner, harness.reporting.report, harness.verification.check, sys;"
             "bad = {'torch', 'jax'} & set(sys.modules); assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 

@@ -1,4 +1,4 @@
-"""Persistent compile caches: a second jax run compiles warm, --cold-compile always cold (harness/caches.py)."""
+"""Persistent compile caches: a second jax run compiles warm, --cold-compile always cold (harness/execution/caches.py)."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import caches
+from harness.execution import caches
 from tests.conftest import SMALL, harness
 
 

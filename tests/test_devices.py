@@ -1,11 +1,12 @@
-"""`--device auto` and the `--device cuda` pre-checks (harness/devices.py), detection mocked."""
+"""`--device auto` and the `--device cuda` pre-checks (harness/execution/devices.py), detection mocked."""
 from __future__ import annotations
 
 import pytest
 
-from harness import devices, measure
-from harness.devices import GpuSupport
 from harness.errors import HarnessError
+from harness.execution import devices
+from harness.execution.devices import GpuSupport
+from harness.measurement import measure
 
 TORCH_GPU = GpuSupport("torch", True, "torch 2.13.0 (CUDA 13.0) sees 1 GPU(s)", 1)
 JAX_GPU = GpuSupport("jax", True, "jax 0.10.2 (CUDA jax-cuda13-plugin) sees 1 GPU(s)", 1)

@@ -1,4 +1,4 @@
-"""The floor: which one a run is held to, and 'invalid' instead of a ratio under 1 (harness/floor.py),
+"""The floor: which one a run is held to, and 'invalid' instead of a ratio under 1 (harness/measurement/floor.py),
 on hand-made records."""
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from harness import console, floor, measure, report
 from harness.config import RunConfig
-from harness.results import BackendResult, EpochRecord, RunRecord
+from harness.measurement import floor, measure
+from harness.measurement.results import BackendResult, EpochRecord, RunRecord
+from harness.reporting import console, report
 
 PROBE = {"floor_seconds_per_epoch": 0.081, "floor_seconds_per_epoch_tf32": 0.05, "peak_gflops": 50_000.0}
 

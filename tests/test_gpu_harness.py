@@ -6,7 +6,7 @@ import importlib.util
 
 import pytest
 
-from harness import devices
+from harness.execution import devices
 
 torch = pytest.importorskip("torch")
 

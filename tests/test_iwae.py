@@ -15,11 +15,16 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from harness import atomic, cli, evaluate, evaluation_report, iwae, reference, report, results
+from harness import atomic, cli
 from harness.config import ModelConfig, RunConfig, epoch_noise, epoch_permutation, init_params
 from harness.errors import HarnessError
-from harness.results import BackendResult, EpochRecord, RunRecord
+from harness.evaluation import evaluate, iwae
+from harness.measurement import results
+from harness.measurement.results import BackendResult, EpochRecord, RunRecord
+from harness.reporting import evaluation_report, report
+from harness.verification import oracle
 from tests.conftest import assert_one_line_error, harness
+from workloads.mlp_vae import oracle as mlp_oracle
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 N_IMAGES = 64  # oracle subset: K = 1000 decodes 64,000 rows in float64 (a few seconds)
@@ -31,7 +36,7 @@ def trained(mnist, latent: int = 20, steps: int = 60) -> dict[str, np.ndarray]:
     model = ModelConfig(latent_dim=latent)
     perm = epoch_permutation(1, 1, 60_000)[: steps * 128].reshape(steps, 128)
     noise = epoch_noise(1, 1, steps * 128, latent).reshape(steps, 128, latent)
-    params, _ = reference.train_steps(init_params(1, model), [mnist.train_x[i] for i in perm], list(noise), model)
+    params, _ = oracle.train_steps(init_params(1, model), [mnist.train_x[i] for i in perm], list(noise), model)
     return {k: v.astype(np.float32) for k, v in params.items()}
 
 
@@ -78,7 +83,7 @@ def test_log_mean_exp_is_stable_where_exp_underflows():
 def test_k1_is_the_single_sample_elbo(params, mnist):
     """K = 1: the bound is -(BCE + log q(z|x) - log p(z)) at z = mu + sigma * eps, term by term."""
     x, eps = mnist.test_x[:64], iwae.noise(1, 1, 0, 64, 20)
-    f = reference.forward(params, x, eps[:, 0])
+    f = mlp_oracle.forward(params, x, eps[:, 0])
     log_q = -0.5 * np.sum(eps[:, 0].astype(np.float64) ** 2 + f["logvar"] + np.log(2 * np.pi), axis=1)
     log_p = -0.5 * np.sum(f["z"] ** 2 + np.log(2 * np.pi), axis=1)
     bounds = iwae.estimate(params, x, 1, seed=1)
@@ -88,7 +93,7 @@ def test_k1_is_the_single_sample_elbo(params, mnist):
 def test_k1_agrees_with_test_loss_sampled_on_average(params, mnist, oracle_bounds):
     """Monte Carlo KL (K = 1) against the analytic KL of test_loss_sampled: equal in expectation."""
     x = mnist.test_x[:N_IMAGES]
-    sampled = np.array([reference.forward(params, x[i:i + 1], e[None])["loss"]
+    sampled = np.array([mlp_oracle.forward(params, x[i:i + 1], e[None])["loss"]
                         for i, e in enumerate(epoch_noise(1, 0, N_IMAGES, 20))])
     diff = -oracle_bounds[1] - sampled
     assert abs(diff.mean()) <= 3 * diff.std(ddof=1) / np.sqrt(diff.size)
@@ -101,7 +106,7 @@ def test_nll_falls_as_k_grows(oracle_bounds):
 
 def test_nll_is_below_test_loss_sampled_on_average(params, mnist, oracle_bounds):
     x = mnist.test_x[:N_IMAGES]
-    f = reference.forward(params, x, epoch_noise(1, 0, N_IMAGES, 20))  # what test_loss_sampled computes
+    f = mlp_oracle.forward(params, x, epoch_noise(1, 0, N_IMAGES, 20))  # what test_loss_sampled computes
     nll, stderr = iwae.nll_and_stderr(oracle_bounds[1000])
     assert nll < f["loss"] / N_IMAGES, (nll, f["loss"] / N_IMAGES)
 

@@ -20,9 +20,12 @@ import optax  # noqa: E402
 import backends  # noqa: E402
 from backends.base import Noise, VAEBackend, adam_state_keys, pass_noise  # noqa: E402
 from backends.jax_flax import JaxBackend, JaxLoopBackend, make_adam, resolve_device  # noqa: E402
-from harness import reference as ref  # noqa: E402
-from harness.config import PARAM_ORDER, ModelConfig, RunConfig, epoch_permutation, init_params  # noqa: E402
+from harness.config import ModelConfig, RunConfig, epoch_permutation, init_params  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
+from harness.verification import oracle  # noqa: E402
+from workloads.mlp_vae import oracle as mlp_oracle  # noqa: E402
+
+PARAM_ORDER = ModelConfig().param_order()
 
 N_TRAIN, N_TEST = 300, 100
 M = ModelConfig()
@@ -65,7 +68,7 @@ def assert_states_equal(a: dict, b: dict) -> None:
 
 
 def assert_params_close(reference: dict, candidate: dict, rtol: float) -> None:
-    rows = ref.compare({k: reference[k] for k in PARAM_ORDER}, candidate, rtol=rtol, atol=ref.PARITY_ATOL)
+    rows = oracle.compare({k: reference[k] for k in PARAM_ORDER}, candidate, rtol=rtol, atol=oracle.PARITY_ATOL)
     bad = [(r["name"], r["max_rel_err"]) for r in rows if not r["ok"]]
     assert not bad, bad
 
@@ -171,8 +174,8 @@ def test_lockstep_matches_float64_reference():
     b = JaxBackend()
     b.setup(params, batches[0], batches[0], RunConfig())
     losses = [b.lockstep_step(x, e) for x, e in zip(batches, noise)]
-    ref_params, ref_losses = ref.train_steps(params, batches, noise)
-    assert_params_close(ref_params, b.get_state(), rtol=ref.PARITY_RTOL)
+    ref_params, ref_losses = oracle.train_steps(params, batches, noise)
+    assert_params_close(ref_params, b.get_state(), rtol=oracle.PARITY_RTOL)
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
 
 
@@ -202,9 +205,9 @@ def test_a_torch_layout_state_continues_like_the_reference():
     batches = [mnist_like(rng, M.batch_size) for _ in range(4)]
     noise = [rng.standard_normal((M.batch_size, M.latent_dim)).astype(np.float32) for _ in range(4)]
     p = {k: v.astype(np.float64) for k, v in init_params(3).items()}
-    adam = ref.adam_init(p)
+    adam = oracle.adam_init(p)
     for x, e in zip(batches[:3], noise[:3]):
-        p, adam = ref.adam_update(p, ref.loss_and_grad(p, x, e)[1], adam)
+        p, adam = oracle.adam_update(p, mlp_oracle.loss_and_grad(p, x, e)[1], adam)
     state = {k: v.astype(np.float32) for k, v in p.items()}
     state.update({f"adam.m.{k}": v.astype(np.float32) for k, v in adam.m.items()})
     state.update({f"adam.v.{k}": v.astype(np.float32) for k, v in adam.v.items()})
@@ -215,10 +218,10 @@ def test_a_torch_layout_state_continues_like_the_reference():
     assert_states_equal(state, b.get_state())
     b.lockstep_step(batches[3], noise[3])
     p32 = {k: v.astype(np.float64) for k, v in state.items() if k in PARAM_ORDER}
-    adam32 = ref.AdamState(3, {k: state[f"adam.m.{k}"] for k in PARAM_ORDER},
+    adam32 = oracle.AdamState(3, {k: state[f"adam.m.{k}"] for k in PARAM_ORDER},
                            {k: state[f"adam.v.{k}"] for k in PARAM_ORDER})
-    expected, _ = ref.adam_update(p32, ref.loss_and_grad(p32, batches[3], noise[3])[1], adam32)
-    assert_params_close(expected, b.get_state(), rtol=ref.PARITY_RTOL)
+    expected, _ = oracle.adam_update(p32, mlp_oracle.loss_and_grad(p32, batches[3], noise[3])[1], adam32)
+    assert_params_close(expected, b.get_state(), rtol=oracle.PARITY_RTOL)
     assert int(b.get_state()["adam.step"]) == 4
 
 
@@ -294,13 +297,13 @@ def test_evaluate_and_decode_match_the_reference(data):
     ev = b.evaluate(noise(0, N_TEST))
     params, test_x = init_params(1), data[1]
     assert isinstance(ev.test_loss, float) and isinstance(ev.test_loss_sampled, float)
-    assert ev.test_loss == pytest.approx(ref.loss(params, test_x, None) / N_TEST, rel=1e-5)
-    assert ev.test_loss_sampled == pytest.approx(ref.loss(params, test_x, noise(0, N_TEST).eps) / N_TEST, rel=1e-5)
+    assert ev.test_loss == pytest.approx(mlp_oracle.loss(params, test_x, None) / N_TEST, rel=1e-5)
+    assert ev.test_loss_sampled == pytest.approx(mlp_oracle.loss(params, test_x, noise(0, N_TEST).eps) / N_TEST, rel=1e-5)
     z = np.random.default_rng(11).standard_normal((5, M.latent_dim))
     means = b.decode(z)
     h3 = np.maximum(z @ params["fc3.weight"].T + params["fc3.bias"], 0)
     assert means.shape == (5, M.input_dim) and means.dtype == np.float32
-    np.testing.assert_allclose(means, ref.sigmoid(h3 @ params["fc4.weight"].T + params["fc4.bias"]), atol=1e-6)
+    np.testing.assert_allclose(means, mlp_oracle.sigmoid(h3 @ params["fc4.weight"].T + params["fc4.bias"]), atol=1e-6)
 
 
 def test_float32_everywhere(data):

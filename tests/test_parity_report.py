@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 
-from harness import cli, parity, parity_report
-from harness.config import PARAM_ORDER
+from harness import cli
+from harness.config import ModelConfig
+from harness.reporting import parity_report
+from harness.verification import parity
 
 
 def test_parity_out_writes_readable_artifacts(tmp_path, mnist):
@@ -25,7 +27,7 @@ def test_parity_out_writes_readable_artifacts(tmp_path, mnist):
     assert [b["backend"] for b in doc["backends"]] == ["torch-reference", "torch"]
     for b in doc["backends"]:
         assert b["ok"] is True
-        assert set(b["worst_rel_err"]) == set(PARAM_ORDER) == set(b["free_running_rel_err"])
+        assert set(b["worst_rel_err"]) == set(ModelConfig().param_order()) == set(b["free_running_rel_err"])
         assert len(b["outliers_per_step"]) == 3 and b["worst_step_outliers"] == max(b["outliers_per_step"])
         assert 0 <= b["max_loss_rel_err"] <= parity.LOSS_RTOL
     md = (out / "parity.md").read_text()

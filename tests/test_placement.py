@@ -1,4 +1,4 @@
-"""Concurrent GPU jobs get disjoint, equal shares of the cores (harness/placement.py), and a job spec's
+"""Concurrent GPU jobs get disjoint, equal shares of the cores (harness/sweeps/placement.py), and a job spec's
 cores are what the worker pins to."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from harness import placement, sweep
 from harness.errors import HarnessError
+from harness.sweeps import placement, sweep
 
 
 def test_split_is_disjoint_equal_and_in_order():
@@ -50,7 +50,7 @@ def test_job_threads_never_exceed_the_slot():
 
 
 def _pin_and_report(threads, cores, queue):
-    from harness.worker import pin_threads
+    from harness.execution.worker import pin_threads
     queue.put((pin_threads(threads, cores), sorted(os.sched_getaffinity(0)), os.environ["OMP_NUM_THREADS"]))
 
 
@@ -73,7 +73,7 @@ def test_worker_pins_to_the_job_specs_cores():
 
 
 def test_sweep_job_records_the_cores_of_its_run():
-    from harness.results import BackendResult, RunRecord
+    from harness.measurement.results import BackendResult, RunRecord
     job = sweep.SweepJob("torch", "cuda", 1, 20)
     result = BackendResult("torch", "cuda", 1, status="ok", cores=[4, 5, 6, 7])
     sweep.apply_outcome(job, sweep.JobOutcome(status="ok", record=RunRecord({}, {}, [result])))

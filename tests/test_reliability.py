@@ -18,7 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness import atomic, results
+from harness import atomic
+from harness.measurement import results
 from tests.conftest import ROOT, SMALL, harness
 
 

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli, compare, report
+from harness import cli
+from harness.reporting import report
+from harness.verification import compare
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -17,9 +17,12 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from harness import cli, stats, sweep
+from harness import cli
+from harness.cli import sweep as cli_sweep
 from harness.config import ModelConfig
 from harness.errors import HarnessError
+from harness.measurement import stats
+from harness.sweeps import sweep
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--epochs", "1", "--train-limit", "256", "--test-limit", "256", "--threads", "1"]
@@ -81,7 +84,7 @@ def test_one_seed_has_no_interval_and_summary_is_json():
 
 
 def test_comparison_sentence():
-    from harness.sweep_report import comparison_sentences
+    from harness.reporting.sweep_report import comparison_sentences
     (line,) = comparison_sentences(stats.summarize(rows("jax", **FAST) + rows("torch", **SLOW)))
     assert line.startswith("jax is 1.31x (")
     assert "faster than torch on cpu" in line and line.endswith("with no significant loss difference")
@@ -90,7 +93,7 @@ def test_comparison_sentence():
 # ---------------------------------------------------------------------------------- spec and flags
 
 def parse(*argv: str) -> sweep.SweepSpec:
-    return sweep.spec_from_args(cli.build_parser().parse_args(["sweep", *argv]))[0]
+    return cli_sweep.spec_from_args(cli.build_parser().parse_args(["sweep", *argv]))[0]
 
 
 def test_jobs_are_the_product_of_the_axes():
@@ -128,7 +131,7 @@ def test_bad_flags_are_one_line_errors(argv, message, capsys, tmp_path):
 
 
 def test_missing_ray_is_one_line(monkeypatch, capsys, tmp_path):
-    from harness import executors
+    from harness.sweeps import executors
     monkeypatch.setitem(sys.modules, "ray", None)  # how Python itself marks a module as not importable
     with pytest.raises(HarnessError) as exc:
         executors.create(parse("--backends", "torch", "--executor", "ray"), None, "test")
@@ -220,7 +223,7 @@ def test_each_job_is_a_harness_run(interrupted_then_resumed):
 
 
 def test_sweep_report(interrupted_then_resumed, tmp_path):
-    from harness.sweep_report import LATENT_FIGURE, LOSS_FIGURE, THROUGHPUT_FIGURE, write_sweep_report
+    from harness.reporting.sweep_report import LATENT_FIGURE, LOSS_FIGURE, THROUGHPUT_FIGURE, write_sweep_report
     out = interrupted_then_resumed[0]
     path = write_sweep_report(out, tmp_path / "report")
     text = path.read_text()
@@ -232,7 +235,8 @@ def test_sweep_report(interrupted_then_resumed, tmp_path):
 def test_pinned_processes_run_the_same_job(interrupted_then_resumed, tmp_path):
     """The one-job-per-GPU machinery, exercised with a CPU job, an empty CUDA_VISIBLE_DEVICES and one
     core: the job spec and the record carry the slot's cores."""
-    from harness import data, executors, placement
+    from harness import data
+    from harness.sweeps import executors, placement
     out = interrupted_then_resumed[0]
     state = sweep.load(out)
     job = sweep.SweepJob.from_dict({**vars(state.jobs[0]), "status": "pending", "attempts": 0})

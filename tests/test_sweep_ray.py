@@ -81,12 +81,12 @@ def _pid_namespace(pid: int) -> str:
 
 
 def _training_child_in(namespace: str) -> tuple[int, dict] | None:
-    """(pid, job.json) of a job's training child (harness.worker) running in the PID namespace, if any."""
+    """(pid, job.json) of a job's training child (harness.execution.worker) running in the PID namespace, if any."""
     import psutil
     for proc in psutil.process_iter(["pid", "cmdline"]):
         cmdline = proc.info["cmdline"] or []
         try:
-            if "harness.worker" in cmdline and _pid_namespace(proc.pid) == namespace:
+            if "harness.execution.worker" in cmdline and _pid_namespace(proc.pid) == namespace:
                 return proc.pid, json.loads(Path(cmdline[-1]).read_text())  # the job file is its argument
         except (OSError, ValueError, psutil.Error):
             continue

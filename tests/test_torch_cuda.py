@@ -14,10 +14,17 @@ import pytest
 import torch
 
 from backends.base import pass_noise
-from harness import parity
-from harness.config import RunConfig, epoch_permutation
-from tests.test_torch_state import (CPU_CONFIGS, assert_restore_places_state_like_a_real_step, assert_states_equal,
-                                    config_id, epoch, small_backend, state_tensors)
+from harness.config import ModelConfig, RunConfig, epoch_permutation
+from harness.verification import parity
+from tests.test_torch_state import (
+    CPU_CONFIGS,
+    assert_restore_places_state_like_a_real_step,
+    assert_states_equal,
+    config_id,
+    epoch,
+    small_backend,
+    state_tensors,
+)
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -42,7 +49,7 @@ def chain():
     m = RunConfig().model
     batches, noise = parity.lockstep_inputs(data.load().train_x[:N], STEPS, 1, m.batch_size, m.latent_dim)
     assert [len(b) for b in batches] == [128, 128, 44, 128]
-    return parity.reference_chain(parity.init_params(1), batches, noise, m)
+    return parity.oracle_chain(parity.init_params(1), batches, noise, m)
 
 
 def frames() -> dict:
@@ -61,7 +68,7 @@ def lockstep_parity(backend, chain) -> None:
 
 
 def assert_close_as_parity_judges(candidate: dict, reference: dict) -> None:
-    errs = parity.relative_errors({k: np.asarray(reference[k], np.float64) for k in parity.PARAM_ORDER}, candidate)
+    errs = parity.relative_errors({k: np.asarray(reference[k], np.float64) for k in ModelConfig().param_order()}, candidate)
     assert sum(int((e > parity.STEP_RTOL).sum()) for e in errs.values()) <= parity.KINK_BUDGET
 
 

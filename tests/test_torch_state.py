@@ -17,8 +17,8 @@ import backends
 from backends import torch_common as tc
 from backends import torch_compile as tcmp
 from backends.base import pass_noise
-from harness import parity
 from harness.config import ModelConfig, RunConfig, epoch_permutation
+from harness.verification import parity
 
 M = ModelConfig()
 # Every Adam configuration a backend uses on the CPU; capturable without fused needs a GPU (see

@@ -21,21 +21,21 @@ Three places where the frameworks' conventions differ, and how each is bridged:
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from harness.config import ModelConfig
+from workloads import flax_layout
+
+if TYPE_CHECKING:
+    from harness.config import ModelConfig
 
 SIDE = 28
 LAYERS = ("conv1", "conv2", "fc_enc", "fc_dec", "deconv1", "deconv2", "deconv3")  # state_dict order
 
-# Neutral weight (torch) axes -> Flax kernel axes, by the weight's rank. Linear (out, in) -> (in, out);
-# Conv2d (out, in, kh, kw) -> (kh, kw, in, out); ConvTranspose2d (in, out, kh, kw) -> (kh, kw, out, in),
-# the kernel shape of nnx.ConvTranspose(transpose_kernel=True): the same permutation (see above).
-_TO_FLAX = {2: (1, 0), 4: (2, 3, 1, 0)}
-_FROM_FLAX = {n: tuple(np.argsort(axes)) for n, axes in _TO_FLAX.items()}
 
 
 def torch_transpose_padding(kernel: int, padding: int, output_padding: int = 0) -> tuple[int, int]:
@@ -97,45 +97,13 @@ def abstract_model(m: ModelConfig) -> Model:
 
 
 def to_flax(params: dict[str, np.ndarray]) -> dict:
-    """Neutral layout (torch state_dict names/shapes) -> Flax's nested parameter dict.
-
-    The contract every workload's flax_model provides: `{"layer.weight", "layer.bias"}` become
-    `{"layer": {"kernel", "bias"}}`, the pure-dict form of `nnx.split(model)[1]`, which
-    `nnx.merge(graphdef, tree)` accepts (after jnp.asarray, or as NumPy). Kernels are the weights with
-    their axes permuted (Linear: transposed; Conv2d and ConvTranspose2d: see `_TO_FLAX`); values and
-    dtype are kept, and every array is a fresh C-contiguous NumPy copy, so later changes to the
-    caller's arrays cannot reach the tree.
-    """
-    tree: dict[str, dict[str, np.ndarray]] = {}
-    for name, value in params.items():
-        layer, kind = name.rsplit(".", 1)
-        value = np.asarray(value)
-        if kind == "weight":
-            tree.setdefault(layer, {})["kernel"] = np.array(value.transpose(_TO_FLAX[value.ndim]), order="C")
-        elif kind == "bias":
-            tree.setdefault(layer, {})["bias"] = np.array(value, order="C")
-        else:
-            raise ValueError(f"unexpected parameter {name!r}: neutral names end in .weight or .bias")
-    return tree
+    """Neutral layout -> {'conv1': {'kernel', 'bias'}, ...}: the shared conversion (workloads/flax_layout.py),
+    whose 4-D permutation (2, 3, 1, 0) serves Conv2d and, with transpose_kernel=True, ConvTranspose2d."""
+    return flax_layout.to_flax(params)
 
 
 def from_flax(tree) -> dict[str, np.ndarray]:
-    """Flax's nested parameter dict (or nnx.State, or a gradient tree of the same shape) -> neutral layout.
-
-    The exact inverse of `to_flax` (a bitwise round trip: only axes move), returning C-contiguous NumPy
-    arrays in state_dict order (`LAYERS`, weight then bias), dtype kept. Works on parameters, their
-    gradients and Adam moments alike, since all share the parameters' tree structure.
-    """
+    """Flax's nested dict or nnx.State (params, gradients or Adam moments) -> neutral layout, state_dict order."""
     if isinstance(tree, nnx.State):
         tree = nnx.to_pure_dict(tree)
-    out: dict[str, np.ndarray] = {}
-    for layer in LAYERS:
-        kernel, bias = (np.asarray(_value(tree[layer][k])) for k in ("kernel", "bias"))
-        out[f"{layer}.weight"] = np.array(kernel.transpose(_FROM_FLAX[kernel.ndim]), order="C")
-        out[f"{layer}.bias"] = np.array(bias, order="C")
-    return out
-
-
-def _value(leaf):
-    # A nested dict may still hold nnx.Variable leaves (e.g. built by hand from a State): unwrap them.
-    return leaf[...] if isinstance(leaf, nnx.Variable) else leaf
+    return flax_layout.from_flax(tree, LAYERS)

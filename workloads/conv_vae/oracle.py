@@ -26,7 +26,6 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from harness.config import ModelConfig
 from workloads.bernoulli_vae import bce_sum, d_kl, kl_divergence, sigmoid
 
 IMAGE_SIDE = 28
@@ -55,7 +54,7 @@ DECONV1_SIDE = deconv_out_side(DEC_SIDE, KERNEL, 2, 1, 1)     # 14
 assert deconv_out_side(DECONV1_SIDE, KERNEL, 2, 1, 1) == deconv_out_side(IMAGE_SIDE, KERNEL, 1, 1) == IMAGE_SIDE
 
 
-def param_shapes(model: ModelConfig = ModelConfig()) -> dict[str, tuple[int, ...]]:
+def param_shapes(model) -> dict[str, tuple[int, ...]]:
     """state_dict names and shapes, in state_dict order; only model.latent_dim is read."""
     z, k = model.latent_dim, KERNEL
     layers = {
@@ -214,8 +213,7 @@ def loss_and_grad(params: dict[str, np.ndarray], x: np.ndarray, eps: np.ndarray 
     d_a1 = conv_back("conv2", d_a2, f["h1"], 2) * (f["a1"] > 0)
     g["conv1.weight"] = conv2d_weight_grad(f["img"], d_a1, KERNEL, 2)  # the data needs no gradient
     g["conv1.bias"] = d_a1.sum(axis=(0, 2, 3))
-    order = param_shapes(ModelConfig(latent_dim=f["mu"].shape[1]))
-    return f["loss"], {k: g[k] for k in order}
+    return f["loss"], {k: g[k] for k in params}  # state_dict order, as given
 
 
 def decode(params: dict[str, np.ndarray], z: np.ndarray) -> np.ndarray:
@@ -225,7 +223,7 @@ def decode(params: dict[str, np.ndarray], z: np.ndarray) -> np.ndarray:
 
 # --- FLOPs ------------------------------------------------------------------------------------------
 
-def layer_macs(model: ModelConfig = ModelConfig()) -> dict[str, int]:
+def layer_macs(model) -> dict[str, int]:
     """Multiply-adds of each layer's forward pass for one sample.
 
     Linear: in x out. Conv2d: OUTPUT positions x in x out x kh x kw. ConvTranspose2d: INPUT positions
@@ -240,7 +238,7 @@ def layer_macs(model: ModelConfig = ModelConfig()) -> dict[str, int]:
     return {name: n * int(np.prod(s[f"{name}.weight"])) for name, n in positions.items()}
 
 
-def train_flops_per_sample(model: ModelConfig = ModelConfig()) -> int:
+def train_flops_per_sample(model) -> int:
     """Convolution and matrix-product FLOPs of one training sample (2 per multiply-add, elementwise ignored).
 
     Forward: every layer once (M = 5,577,376 MACs at latent 20). Backward: a layer's weight gradient
@@ -251,7 +249,7 @@ def train_flops_per_sample(model: ModelConfig = ModelConfig()) -> int:
     return 2 * (3 * sum(macs.values()) - macs["conv1"])
 
 
-def eval_flops_per_sample(model: ModelConfig = ModelConfig()) -> int:
+def eval_flops_per_sample(model) -> int:
     """Eval encodes once and decodes twice (z = mu and one sampled z): 2 * (enc + 2 dec) FLOPs; at
     latent 20 enc = conv1 + conv2 + fc_enc = 804,384 and dec = 4,772,992 MACs, so 20,700,736."""
     macs = layer_macs(model)

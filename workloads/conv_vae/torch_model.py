@@ -14,11 +14,14 @@ each followed by its bias. ConvTranspose2d weights are (in, out, kh, kw), as tor
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.config import ModelConfig
+if TYPE_CHECKING:
+    from harness.config import ModelConfig
 
 SIDE = 28            # MNIST images are 28x28, one channel
 ENC_FLAT = 64 * 6 * 6  # conv2's output, flattened in (C, H, W) order

@@ -1,0 +1,108 @@
+"""Flags and flag types shared by the subcommands, and the RunConfig they describe."""
+from __future__ import annotations
+
+import argparse
+import os
+
+import backends
+from harness.config import NOISE_SOURCES, ModelConfig, RunConfig, parse_seeds
+from harness.errors import HarnessError
+from harness.measurement import measure
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one error line (no usage dump) and exit code 2."""
+
+    def error(self, message: str):
+        raise HarnessError(f"{self.prog}: {message}")
+
+
+DEFAULT_BACKENDS = "torch,torch-compile,jax"
+
+
+def _number(text: str, cast, minimum, problem: str):
+    """Parse a flag value as int or float and enforce a lower bound, for argparse's `type=`."""
+    try:
+        value = cast(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if cast is int else 'a number'}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{text!r} is {problem}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return _number(text, int, 1, "not a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    return _number(text, int, 0, "negative")
+
+
+def non_negative_float(text: str) -> float:
+    return _number(text, float, 0.0, "negative")
+
+
+def backend_list(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("no backend named")
+    return names
+
+
+def seed_list(text: str) -> list[int]:
+    try:
+        return parse_seeds(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a seed list like 1-5 or 1,3,7") from None
+
+
+def add_run_flags(p: argparse.ArgumentParser, default_epochs: int | None = 10) -> None:
+    """Flags shared by run, check and calibrate: what to train and how."""
+    p.add_argument("--backends", type=backend_list, default=backend_list(DEFAULT_BACKENDS),
+                   help=f"comma-separated, from: {', '.join(backends.known())} (default {DEFAULT_BACKENDS})")
+    p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
+    if default_epochs is not None:
+        p.add_argument("--epochs", type=positive_int, default=default_epochs)
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="training batch size (default 128, the reference's; recorded in the results)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads per backend, the same for all (default: every core)")
+    p.add_argument("--compile-mode", default="default",
+                   choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"))
+    p.add_argument("--allow-tf32", action="store_true", help="let float32 matmuls use TF32 (GPU; recorded)")
+    p.add_argument("--noise", choices=NOISE_SOURCES, default="harness",
+                   help="harness (default): every backend gets the same noise arrays; framework: each "
+                        "framework draws its own (opt-in, never compared with harness-noise runs)")
+    p.add_argument("--timeout", type=non_negative_float, default=0.0, help="seconds per backend (0 = none)")
+    p.add_argument("--cold-compile", action="store_true",
+                   help="compile from empty jax/Inductor caches (a fresh folder per backend) instead of the "
+                        "shared persistent ones; results.json records each compile as cold or warm")
+    p.add_argument("--data-dir", default=None, help="folder with the four MNIST IDX files")
+    p.add_argument("--train-limit", type=positive_int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--test-limit", type=positive_int, default=None, help=argparse.SUPPRESS)
+
+
+def run_config(args) -> RunConfig:
+    """A RunConfig from run/check/calibrate flags, validated before any work starts."""
+    backends.check_names(list(args.backends))
+    model = ModelConfig() if args.batch_size is None else ModelConfig(batch_size=args.batch_size)
+    device = measure.resolve_device(args.device, backends.frameworks(args.backends))
+    return RunConfig(
+        model=model, backends=args.backends, device=device,
+        epochs=getattr(args, "epochs", 1), seed=getattr(args, "seed", 1),
+        threads=args.threads or len(os.sched_getaffinity(0)), compile_mode=args.compile_mode,
+        precision="tf32" if args.allow_tf32 else "float32",
+        train_limit=args.train_limit or 0, test_limit=args.test_limit or 0, timeout=args.timeout,
+        target_loss=args.target_loss if getattr(args, "target_loss", None) is not None else default_target(),
+        repeats=getattr(args, "repeats", 0), noise=args.noise, cold_compile=args.cold_compile,
+    )
+
+
+def default_target() -> float:
+    """The CI profile's full-run test_loss band top when targets exist, else 100.0."""
+    try:
+        from harness.verification import check
+        return check.default_target_loss()
+    except (ImportError, HarnessError, KeyError):
+        return 100.0

@@ -1,0 +1,67 @@
+"""`harness parity`: teacher-forced lockstep steps of each backend against the float64 oracle."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from backends.info import framework_info
+from harness.cli.flags import add_run_flags, positive_int, run_config
+from harness.verification.parity import KINK_BUDGET, LOSS_RTOL, STEP_RTOL, run
+
+
+def add_subcommands(sub) -> None:
+    p = sub.add_parser("parity", help="lockstep every backend against the float64 NumPy reference")
+    add_run_flags(p, default_epochs=None)
+    p.add_argument("--steps", type=positive_int, default=50)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="also write DIR/parity.json (every figure, config, environment) and DIR/parity.md")
+    p.set_defaults(func=cmd_parity)
+
+
+def cmd_parity(args, argv) -> int:
+    from rich.table import Table
+
+    from harness import data
+    from harness.reporting.console import console
+
+    config = run_config(args)
+    if args.out is not None:
+        from harness import atomic
+        atomic.ensure_writable_dir(args.out, "--out folder")  # fail before minutes of work, not after
+    mnist = data.load(args.data_dir)
+    from harness.execution import caches
+    with caches.activated(config.cold_compile):  # the backends train in this process: same caches as a run
+        reports = run(list(config.backends), mnist.train_x, args.steps, config)
+    if args.out is not None:
+        from harness.reporting import parity_report
+        doc = parity_report.to_dict(reports, config, args.steps, list(argv),
+                                    framework_info("parity", config))
+        parity_report.write(args.out, doc)
+    table = Table(title=f"lockstep parity over {args.steps} teacher-forced steps vs the float64 reference: "
+                        f"worst |diff| / max|ref| per tensor (tolerance {STEP_RTOL:g})")
+    table.add_column("parameter")
+    for r in reports:
+        table.add_column(r.backend, justify="right")
+    for name in reports[0].worst:
+        table.add_row(name, *(_cell(r.worst[name], r.worst[name] <= STEP_RTOL) for r in reports))
+    table.add_row("entries beyond tol. (worst step)",
+                  *(_count(max(r.outliers), max(r.outliers) <= KINK_BUDGET) for r in reports))
+    table.add_row("per-step loss rel. error", *(_cell(r.max_loss_rel_err, r.max_loss_rel_err <= LOSS_RTOL) for r in reports))
+    table.add_row("free-running, after all steps (info)", *(f"{max(r.free_running.values()):.1e}" for r in reports))
+    console.print(table)
+    if args.out is not None:
+        console.print(f"wrote {args.out / 'parity.json'} and {args.out / 'parity.md'}")
+    bad = [r.backend for r in reports if not r.ok]
+    if bad:
+        console.print(f"[red]disagree with the reference: {', '.join(bad)}[/red]")
+        return 1
+    console.print(f"all {len(reports)} backends agree with the float64 reference")
+    return 0
+
+
+def _cell(value: float, ok: bool) -> str:
+    return f"{value:.1e}" if ok else f"[yellow]{value:.1e}[/yellow]"
+
+
+def _count(n: int, ok: bool) -> str:
+    return f"{n} (budget {KINK_BUDGET})" if ok else f"[red]{n} FAIL[/red]"

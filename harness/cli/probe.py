@@ -1,0 +1,42 @@
+"""`harness probe`: the device's matrix-product peak and the epoch floor, on their own."""
+from __future__ import annotations
+
+import argparse
+
+from harness.config import RunConfig
+from harness.execution.probe import run
+from harness.measurement import measure
+
+
+def add_subcommands(sub) -> None:
+    p = sub.add_parser("probe", help="measure the matmul peak and the per-epoch floor of a device")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--allow-tf32", action="store_true", help="also measure the TF32 peak and floor (CUDA)")
+    p.add_argument("--train-limit", type=int, default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_probe)
+
+
+def cmd_probe(args, argv) -> int:
+    import os
+
+    from harness.reporting.console import console
+    device = measure.resolve_device(args.device, ("torch",))
+    threads = args.threads or len(os.sched_getaffinity(0))
+    precision = "tf32" if args.allow_tf32 else "float32"
+    config = RunConfig(device=device, threads=threads, precision=precision, train_limit=args.train_limit or 0)
+    result = run(config, repeats=args.repeats)
+    if result is None:
+        return 1
+    console.print(f"device {device}, {result['threads']} threads ({result['framework']})")
+    console.print(f"float32 matmul peak ({result['peak_matmul_size']}^2): {result['peak_gflops']:.1f} GFLOP/s")
+    console.print(f"floor ({result.get('floor_method', 'eager loop')}): {result['floor_seconds_per_epoch']:.4f} "
+                  f"s/epoch for the matrix products of {result['floor_batches']} training steps "
+                  f"({result['floor_gflops']:.1f} GFLOP/s)")
+    if "floor_seconds_per_epoch_tf32" in result:
+        console.print(f"TF32: matmul peak {result['peak_gflops_tf32']:.1f} GFLOP/s, floor "
+                      f"{result['floor_seconds_per_epoch_tf32']:.4f} s/epoch ({result['floor_gflops_tf32']:.1f} GFLOP/s)")
+    elif args.allow_tf32:
+        console.print("TF32: not probed (TF32 exists on CUDA only)")
+    return 0

@@ -1,0 +1,1 @@
+"""Estimates computed after training from saved params (importance-weighted NLL)."""

@@ -1,0 +1,41 @@
+"""`harness probe`: what this device can do at best, measured in a child process like the backends.
+
+Records the float32 matmul peak (GFLOP/s on a large product) and the floor (seconds of the matrix
+products alone of one training epoch, see backends/probe_torch.py; on CUDA replayed as one CUDA graph,
+and with --allow-tf32 measured in TF32 too). Every run stores both, and each backend's steady s/epoch
+is reported as a multiple of the floor: machines differ from session to session, so only ratios
+measured in the same run are comparable. harness.measurement.floor decides which floor a run is held to and
+whether it held.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from harness.config import RunConfig
+from harness.errors import HarnessError
+
+
+def run(config: RunConfig, run_dir: Path | None = None, repeats: int = 5) -> dict | None:
+    """Probe `config.device` with `config.threads`; None (with a note on stderr) when torch is absent."""
+    if importlib.util.find_spec("torch") is None:
+        print("probe skipped: it needs torch (pip install -e '.[torch]')", file=sys.stderr)
+        return None
+    n_train = config.train_limit or 60_000  # a run on a few samples (tests) is probed at its own size
+    arg = json.dumps({"device": config.device, "threads": config.threads, "repeats": repeats,
+                      "tf32": config.precision == "tf32", "n_train": n_train})
+    proc = subprocess.run([sys.executable, "-m", "backends.probe_torch", arg], capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
+        raise HarnessError(f"probe on {config.device} failed: {tail[0]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["train_flops_per_epoch"] = config.model.spec().train_flops_per_sample(config.model) * n_train
+    result["floor_gflops"] = result["train_flops_per_epoch"] / result["floor_seconds_per_epoch"] / 1e9
+    if result.get("floor_seconds_per_epoch_tf32"):
+        result["floor_gflops_tf32"] = result["train_flops_per_epoch"] / result["floor_seconds_per_epoch_tf32"] / 1e9
+    return result
+
+

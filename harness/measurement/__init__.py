@@ -1,0 +1,1 @@
+"""What a run measured: the results file, steady-state summaries, environment capture, the floor and statistics."""

@@ -1,0 +1,82 @@
+"""Terminal output with rich: a progress bar per backend while a run goes, and the final table."""
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from harness.execution import caches
+from harness.measurement import floor, measure
+from harness.measurement.results import BackendResult, RunRecord
+
+# Logs and CI have no terminal width; the results table needs more than rich's fallback of 80 columns.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
+
+
+class RunProgress:
+    """One bar per job, added at the job's first event and advanced on every epoch event."""
+
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+        self.progress = Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
+                                 console=console, transient=False)
+        self.tasks: dict = {}
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def on_event(self, result: BackendResult, event: dict) -> None:
+        kind = event["event"]
+        status = {"started": "starting", "setup": "compiling", "compiled": "training"}.get(kind, result.status)
+        if result.epochs:
+            e = result.epochs[-1]
+            status = f"{status}  test_loss {e.test_loss:.2f}  {e.train_seconds:.2f} s/epoch"
+        if kind == "compiled":
+            status += f"  (compile {event['compile_seconds']:.1f} s)"
+        if result.key not in self.tasks:
+            self.tasks[result.key] = self.progress.add_task(result.backend, total=self.epochs, status="")
+        self.progress.update(self.tasks[result.key], completed=len(result.epochs), status=status)
+
+
+def _fmt(x, spec: str = ".2f", none: str = "-") -> str:
+    return none if x is None else format(x, spec)
+
+
+def results_table(record: RunRecord) -> Table:
+    """The final table: losses, timings and speed-ups per backend."""
+    ref = {r.device: r.summary.get("steady_seconds_per_epoch") for r in record.results
+           if r.backend == "torch-reference" and r.summary}
+    invalid = floor.problem(record.results)
+    table = Table(title="vae-bench results (test_loss: z = mu; sampled: one z ~ q(z|x))", caption=invalid)
+    for col in ("backend", "device", "status", "epochs", "train_loss", "test_loss", "test_loss_sampled",
+                "compile s", "1st epoch s", "steady s/epoch (min-max)", "train samples/s",
+                "vs torch-reference", "x floor"):
+        table.add_column(col, justify="left" if col in ("backend", "device", "status") else "right")
+    for r in record.results:
+        s = r.summary
+        last = r.epochs[-1] if r.epochs else None
+        steady = measure.seconds_cell(s)
+        base = ref.get(r.device)
+        speedup = f"{base / s['steady_seconds_per_epoch']:.2f}x" if s and base else "-"
+        status = r.status if r.status == "ok" else f"[red]{r.status}[/red]"
+        table.add_row(r.backend, r.device, status, str(len(r.epochs)),
+                      _fmt(last and last.train_loss), _fmt(last and last.test_loss),
+                      _fmt(last and last.test_loss_sampled), caches.label(r.compile_seconds, r.compile_cache),
+                      _fmt(r.first_epoch_seconds), steady,
+                      _fmt(s.get("train_samples_per_second"), ",.0f"), speedup,
+                      floor.multiple_cell(s, invalid))
+    return table
+
+
+def print_failures(record: RunRecord) -> None:
+    for r in record.results:
+        if r.status != "ok":
+            console.print(f"[red]{r.backend} on {r.device}: {r.status}[/red]: {r.error}")

@@ -1,0 +1,88 @@
+"""When two results may be compared, and how far apart backends are on the same seed, epoch by epoch.
+
+Two results are one experiment when everything that decides their losses, other than the framework, is
+the same: the device kind, the model config (batch size included), the precision, the data limits and
+the noise source. Only then is a loss gap between them a statement about the frameworks; the verdict,
+`check`, `compare` and `calibrate` all ask `experiment` and nothing else.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+# The fields of an experiment, in the order a mismatch is reported.
+EXPERIMENT_FIELDS = ("device_kind", "model", "precision", "train_limit", "test_limit", "noise")
+
+
+def device_kind(device: str) -> str:
+    """'cuda:1' -> 'cuda'; tolerances hold for a kind of device, not for one card's index."""
+    return device.split(":", 1)[0]
+
+
+def experiment(config: dict[str, Any], device: str | None = None) -> dict[str, Any]:
+    """The comparability key of a run's config (a results.json `config`), for `device` if given.
+
+    Records written before the noise field existed used each framework's own noise.
+    """
+    return {
+        "device_kind": device_kind(device or config.get("device", "cpu")),
+        "model": model_key(config.get("model") or {}),
+        "precision": config.get("precision", "float32"),
+        "train_limit": int(config.get("train_limit") or 0),
+        "test_limit": int(config.get("test_limit") or 0),
+        "noise": config.get("noise", "framework"),
+    }
+
+
+def model_key(model: dict[str, Any]) -> dict[str, Any]:
+    """A model config as compared: sorted, and the workload named (records and targets written before
+    workloads existed trained the MLP VAE)."""
+    return dict(sorted({"workload": "mlp-vae", **model}.items()))
+
+
+def mismatch(a: dict[str, Any], b: dict[str, Any]) -> str | None:
+    """None when two experiments are the same; else a short phrase naming the first field that differs."""
+    a, b = {**a, "model": model_key(a.get("model") or {})}, {**b, "model": model_key(b.get("model") or {})}
+    for name in EXPERIMENT_FIELDS:
+        if a.get(name) != b.get(name):
+            if name == "model":
+                keys = sorted(k for k in set(a["model"]) | set(b["model"]) if a["model"].get(k) != b["model"].get(k))
+                return "model config differs (" + ", ".join(
+                    f"{k} {a['model'].get(k)} vs {b['model'].get(k)}" for k in keys) + ")"
+            return f"{name.replace('_', ' ')} differs ({a.get(name)} vs {b.get(name)})"
+    return None
+
+
+@dataclass(frozen=True)
+class Gap:
+    """The largest |test_loss difference| between any two backends at one epoch on one seed."""
+
+    epoch: int
+    value: float
+    high: str  # the backend with the higher test_loss
+    low: str
+
+
+def epoch_gaps(losses: dict[str, dict[int, float]]) -> dict[int, Gap]:
+    """Per epoch, the largest same-seed gap among the backends that finished it with a finite loss.
+
+    `losses` maps backend label -> {epoch: test_loss}, every entry from one seed and one experiment.
+    """
+    gaps: dict[int, Gap] = {}
+    epochs = sorted({e for per in losses.values() for e in per})
+    for epoch in epochs:
+        at = {b: per[epoch] for b, per in losses.items() if epoch in per and math.isfinite(per[epoch])}
+        if len(at) < 2:
+            continue
+        hi, lo = max(at, key=at.get), min(at, key=at.get)
+        gaps[epoch] = Gap(epoch, at[hi] - at[lo], hi, lo)
+    return gaps
+
+
+def pairs_at(losses: dict[str, dict[int, float]], epoch: int) -> Iterable[tuple[str, str, float]]:
+    """Every (a, b, |difference|) at `epoch`: who is involved when a gap is too large."""
+    at = {b: per[epoch] for b, per in losses.items() if epoch in per}
+    for a, b in itertools.combinations(sorted(at), 2):
+        yield a, b, abs(at[a] - at[b])

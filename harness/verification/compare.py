@@ -1,0 +1,214 @@
+"""`python -m harness compare BASE_RUN NEW_RUN [--markdown FILE]`: what changed between two runs.
+
+Per backend and device: the change in test_loss and test_loss_sampled at the last epoch both runs
+finished, and the change in steady seconds per epoch, each marked when it exceeds the noise we measured.
+The two runs must be one experiment with one seed (harness.verification.agreement); anything else is refused with
+one line that says what differs.
+
+Significance rules (one source: `same_backend_tolerance`, `loss_change` and `speed_change`):
+- Loss: a backend is judged against itself. On a CPU with the same thread count the same code gives
+  bit-identical losses (the resume and determinism tests check it), so the tolerance is 0 and any
+  difference is a change: new code, new library versions or new hardware. Elsewhere (a GPU, other
+  thread counts) run-to-run drift has not been calibrated, so differences are shown, not judged.
+- Speed: each run measures its own noise as the min-max range of its steady epochs (train_seconds of
+  the epochs after the first). A change counts when the new median lies outside the base's [min, max]
+  widened on both sides by the new run's own range (max - min), so the noise of both runs is allowed
+  for, AND differs from the base median by more than MIN_RELATIVE_SPEED_CHANGE. The relative floor is
+  there because a run with one or two steady epochs shows (almost) no spread although timings of
+  identical runs differ by a few percent. A run with no steady epoch is not judged.
+"""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import HarnessError
+from harness.measurement import results
+from harness.measurement.results import BackendResult, finite_epochs
+from harness.verification import agreement
+
+MIN_RELATIVE_SPEED_CHANGE = 0.05  # a policy floor (see the module docstring), not a measured number
+
+
+@dataclass(frozen=True)
+class Steady:
+    """Steady-state seconds per epoch of one run: median and range over the epochs after the first."""
+
+    median: float
+    low: float
+    high: float
+    n: int
+
+    @property
+    def spread(self) -> float:
+        return self.high - self.low
+
+
+def steady(r: BackendResult | None) -> Steady | None:
+    """From the epoch records themselves (not the stored summary), so an edited file is judged as is."""
+    secs = [e.train_seconds for e in (r.epochs[1:] if r else [])]
+    return Steady(statistics.median(secs), min(secs), max(secs), len(secs)) if secs else None
+
+
+def speed_change(base: Steady | None, new: Steady | None) -> int | None:
+    """+1 slower, -1 faster beyond the measured spread, 0 within it, None when not judged."""
+    if base is None or new is None:
+        return None
+    floor = MIN_RELATIVE_SPEED_CHANGE * base.median
+    if new.median > base.high + new.spread and new.median - base.median > floor:
+        return 1
+    if new.median < base.low - new.spread and base.median - new.median > floor:
+        return -1
+    return 0
+
+
+def same_backend_tolerance(base: BackendResult | None, new: BackendResult | None) -> float | None:
+    """0.0 where one backend must reproduce itself bit for bit (CPU, same threads); None: not calibrated."""
+    if base is None or new is None:
+        return None
+    same_cpu = agreement.device_kind(base.device) == "cpu" == agreement.device_kind(new.device)
+    return 0.0 if same_cpu and base.threads == new.threads else None
+
+
+def loss_change(base: float | None, new: float | None, tol: float | None) -> int | None:
+    """+1 worse, -1 better beyond the tolerance, 0 within it, None when not judged."""
+    if base is None or new is None or tol is None:
+        return None
+    return 0 if abs(new - base) <= tol else (1 if new > base else -1)
+
+
+@dataclass(frozen=True)
+class Row:
+    """The comparison of one backend on one device."""
+
+    backend: str
+    device: str
+    base: BackendResult | None
+    new: BackendResult | None
+    epoch: int | None
+    loss: tuple[float | None, float | None]
+    sampled: tuple[float | None, float | None]
+    speed: tuple[Steady | None, Steady | None]
+    tolerance: float | None  # same-backend loss tolerance; None = not calibrated
+    loss_flag: int | None
+    sampled_flag: int | None
+    speed_flag: int | None
+
+
+def _at_common_epoch(base: BackendResult | None, new: BackendResult | None):
+    """The last epoch both runs finished with finite losses, and those epochs' records."""
+    if base is None or new is None:
+        return None, None, None
+    b = {e.epoch: e for e in finite_epochs(base)}
+    n = {e.epoch: e for e in finite_epochs(new)}
+    common = set(b) & set(n)
+    if not common:
+        return None, None, None
+    k = max(common)
+    return k, b[k], n[k]
+
+
+def check_comparable(base_dir: Path, base_cfg: dict, new_dir: Path, new_cfg: dict) -> None:
+    """One-line refusal unless both runs are one seed of one experiment."""
+    if base_cfg.get("seed") != new_cfg.get("seed"):
+        raise HarnessError(f"cannot compare {base_dir} and {new_dir}: seeds differ "
+                           f"({base_cfg.get('seed')} vs {new_cfg.get('seed')}), so the losses are not one experiment")
+    why = agreement.mismatch(agreement.experiment(base_cfg), agreement.experiment(new_cfg))
+    if why:
+        raise HarnessError(f"cannot compare {base_dir} and {new_dir}: {why}")
+
+
+def compare(base_dir: Path, new_dir: Path) -> list[Row]:
+    """Rows for every (backend, device) in either run."""
+    base_rec, new_rec = results.load(base_dir), results.load(new_dir)
+    check_comparable(base_dir, base_rec.config, new_dir, new_rec.config)
+    keys = list(dict.fromkeys((r.backend, r.device) for r in base_rec.results + new_rec.results))
+    rows = []
+    for backend, device in keys:
+        # A run holds one seed per backend and device; a sweep's first match stands for it.
+        b = next((r for r in base_rec.results if (r.backend, r.device) == (backend, device)), None)
+        n = next((r for r in new_rec.results if (r.backend, r.device) == (backend, device)), None)
+        epoch, eb, en = _at_common_epoch(b, n)
+        loss = (eb.test_loss, en.test_loss) if epoch else (None, None)
+        sampled = (eb.test_loss_sampled, en.test_loss_sampled) if epoch else (None, None)
+        speed, tol = (steady(b), steady(n)), same_backend_tolerance(b, n)
+        rows.append(Row(backend, device, b, n, epoch, loss, sampled, speed, tol,
+                        loss_change(*loss, tol), loss_change(*sampled, tol), speed_change(*speed)))
+    return rows
+
+
+# ---------------------------------------------------------------- presentation
+
+LOSS_MARKS = {1: "▲ worse: changed", -1: "▼ better: changed", 0: "identical", None: "not calibrated"}
+SPEED_MARKS = {1: "▲ slower, beyond spread", -1: "▼ faster, beyond spread", 0: "within spread",
+               None: "not judged"}
+
+
+def _status(r: BackendResult | None) -> str:
+    return "absent" if r is None else r.status
+
+
+def _loss_cell(pair: tuple[float | None, float | None]) -> str:
+    b, n = pair
+    return "-" if b is None or n is None else f"{b:.2f} → {n:.2f} ({n - b:+.2f})"
+
+
+def _speed_cell(pair: tuple[Steady | None, Steady | None]) -> str:
+    b, n = pair
+    def one(s: Steady | None) -> str:
+        return "-" if s is None else f"{s.median:.3g} ({s.low:.3g}-{s.high:.3g})"
+    change = f" ({100 * (n.median / b.median - 1):+.0f}%)" if b and n else ""
+    return f"{one(b)} → {one(n)}{change}"
+
+
+def _loss_mark(flag: int | None, pair: tuple[float | None, float | None]) -> str:
+    return "-" if None in pair else LOSS_MARKS[flag]
+
+
+def table_rows(rows: list[Row]) -> list[dict[str, str]]:
+    """Display strings, shared by the terminal table and the markdown file."""
+    return [{
+        "backend": r.backend, "device": r.device,
+        "status": f"{_status(r.base)} → {_status(r.new)}",
+        "epoch": "-" if r.epoch is None else str(r.epoch),
+        "test_loss (z = mu)": _loss_cell(r.loss), "loss change": _loss_mark(r.loss_flag, r.loss),
+        "test_loss_sampled": _loss_cell(r.sampled), "sampled change": _loss_mark(r.sampled_flag, r.sampled),
+        "steady s/epoch (min-max)": _speed_cell(r.speed), "speed change": SPEED_MARKS[r.speed_flag],
+    } for r in rows]
+
+
+def rule_text() -> str:
+    return ("Loss, at the last epoch both runs finished: each backend against itself; on a CPU with the same "
+            "threads any difference is a change (the same code reproduces its losses bit for bit), elsewhere "
+            "differences are not calibrated and not judged. Speed: marked when the new steady median lies outside the base run's steady min-max widened by "
+            f"the new run's own min-max range, and differs by more than {100 * MIN_RELATIVE_SPEED_CHANGE:g}%.")
+
+
+def to_markdown(base_dir: Path, new_dir: Path, rows: list[Row]) -> str:
+    import pandas as pd
+    table = pd.DataFrame(table_rows(rows)).to_markdown(index=False, disable_numparse=True)
+    return (f"# vae-bench compare\n\nBase: `{base_dir}`  \nNew: `{new_dir}`\n\n{table}\n\n"
+            f"{rule_text()}\n")
+
+
+def print_table(base_dir: Path, new_dir: Path, rows: list[Row]) -> None:
+    from rich.table import Table
+
+    from harness.reporting.console import console
+    table = Table(title=f"{base_dir} → {new_dir}")
+    display = table_rows(rows)
+    for col in display[0] if display else ():
+        table.add_column(col, justify="left" if col in ("backend", "device", "status") else "right")
+    colour = {1: "red", -1: "green"}
+    for r, d in zip(rows, display):
+        cells = dict(d)
+        for col, flag in (("loss change", r.loss_flag), ("sampled change", r.sampled_flag),
+                          ("speed change", r.speed_flag)):
+            if flag in colour:
+                cells[col] = f"[bold {colour[flag]}]{cells[col]}[/]"
+        table.add_row(*cells.values())
+    console.print(table)
+    console.print(rule_text())
+
+

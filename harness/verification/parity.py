@@ -1,0 +1,164 @@
+"""Lockstep parity: proof that every backend computes the same training step as the float64 oracle.
+
+All backends start from the same `init_params(seed)` and take N Adam steps on identical MNIST batches
+with the reparameterisation noise supplied by the harness as arrays; the workload's float64 oracle (with
+harness/verification/oracle.py's Adam) runs the same steps and judges. Equal-looking losses from a full run are not proof; this is.
+
+Teacher forcing. Before each step every backend is set to the reference's state (params and Adam
+moments, rounded to float32), takes one step, and its new params are compared with the reference's.
+Why not let each backend run free for N steps: a ReLU input within float32 rounding of zero may take
+the other branch in a correct float32 backend, and Adam's normalised steps then spread that legitimate
+difference chaotically until it is as large as a real bug. From a common state each step is checked
+strictly and nothing compounds. The free-running distance is still reported, for information.
+
+Pass rule, per backend, over all N steps: every per-step batch loss within LOSS_RTOL of the reference,
+and in each step at most KINK_BUDGET parameter entries outside STEP_RTOL * max|ref| of their tensor.
+The measured counts behind these constants, for correct backends and for mutants, are in
+docs/correctness.md with the committed runs (reports/parity-cpu*) they come from.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import backends
+from harness.config import RunConfig, epoch_permutation, init_params
+from harness.verification import oracle
+
+# Per-step loss agreement (relative). Guards against a wrong reduction or KL term, which changes the
+# batch loss by orders of magnitude more than float32 rounding of a sum of ~1e5 terms does; a
+# mean-instead-of-sum loss hides from the parameter check (Adam is nearly scale invariant) but not here.
+LOSS_RTOL = 1e-4
+# Per entry, per teacher-forced step: |cand - ref| <= STEP_RTOL * max|ref| of the tensor. One step from a
+# common state moves a weight by at most ~lr, and float32 gets that step right to a small fraction of
+# it, so a correct backend stays far inside; a wrong formula moves entries by O(lr). Measured worst
+# entries: docs/correctness.md.
+STEP_RTOL = oracle.PARITY_RTOL
+# Entries per step allowed beyond STEP_RTOL: 64, one in 10,000 of the MLP's 652,824 parameters (one in
+# 2,900 of the conv VAE's 186,409).
+# Two legitimate float32 effects move isolated entries by up to ~lr: a ReLU input within rounding of
+# zero taking the other branch, and a gradient entry at rounding-noise level (a sum that cancels),
+# which Adam's normalised step turns into an O(lr) difference. They touch a handful of entries, while
+# every wrong formula moves a large share of a tensor; the budget sits between the two. Counts of
+# correct backends and of the mutants, with their source: docs/correctness.md.
+KINK_BUDGET = 64
+
+
+@dataclass
+class BackendParity:
+    """How one backend's lockstep run compares with the reference."""
+
+    backend: str
+    worst: dict[str, float]          # per tensor: largest |cand - ref| / max|ref| over all steps
+    outliers: list[int]              # per step: entries beyond STEP_RTOL
+    max_loss_rel_err: float          # over all steps
+    free_running: dict[str, float] = field(default_factory=dict)  # per tensor, after N free steps
+
+    @property
+    def ok(self) -> bool:
+        return max(self.outliers, default=0) <= KINK_BUDGET and self.max_loss_rel_err <= LOSS_RTOL
+
+
+def lockstep_inputs(train_x: np.ndarray, steps: int, seed: int, batch_size: int, latent: int):
+    """The batches (walking the harness permutation of epoch 1) and noise arrays of `steps` steps."""
+    perm = epoch_permutation(seed, 1, train_x.shape[0])
+    rng = np.random.default_rng([seed, 0xEB5])
+    batches, noise = [], []
+    for i in range(steps):
+        idx = perm[(i * batch_size) % len(perm):][:batch_size]
+        batches.append(np.ascontiguousarray(train_x[idx]))
+        noise.append(rng.standard_normal((len(idx), latent)).astype(np.float32))
+    return batches, noise
+
+
+def to_state32(params: dict, adam: oracle.AdamState) -> dict[str, np.ndarray]:
+    """An oracle state as the framework-neutral float32 state dict every backend loads."""
+    state = {k: np.asarray(v, np.float32) for k, v in params.items()}
+    state.update({f"adam.m.{k}": np.asarray(adam.m[k], np.float32) for k in params})
+    state.update({f"adam.v.{k}": np.asarray(adam.v[k], np.float32) for k in params})
+    state["adam.step"] = np.array(adam.step, np.int64)
+    return state
+
+
+def from_state32(state: dict[str, np.ndarray]) -> tuple[dict, oracle.AdamState]:
+    f64 = lambda a: np.asarray(a, np.float64)
+    names = [k for k in state if not k.startswith("adam.")]
+    return ({k: f64(state[k]) for k in names},
+            oracle.AdamState(int(state["adam.step"]), {k: f64(state[f"adam.m.{k}"]) for k in names},
+                             {k: f64(state[f"adam.v.{k}"]) for k in names}))
+
+
+def oracle_step(state: dict[str, np.ndarray], x, eps, model) -> tuple[dict, oracle.AdamState, float]:
+    """One float64 step from a float32 state dict: new params, new Adam state, the batch loss."""
+    params, adam = from_state32(state)
+    loss, grads = model.oracle().loss_and_grad(params, x, eps)
+    new_params, new_adam = oracle.adam_update(params, grads, adam, model)
+    return new_params, new_adam, loss
+
+
+def relative_errors(ref: dict, cand: dict) -> dict[str, np.ndarray]:
+    """|cand - ref| / max|ref| per entry, per tensor: rounding in a tensor scales with its largest entries."""
+    return {k: np.abs(np.asarray(cand[k], np.float64) - ref[k]) / np.abs(ref[k]).max() for k in ref}
+
+
+@dataclass
+class OracleChain:
+    """The oracle's teacher-forcing chain: the float32 state before each step, and the float64
+    params and batch loss after it. Computed once and shared by every backend."""
+
+    inputs: list[tuple[np.ndarray, np.ndarray]]  # (batch, noise) per step
+    states: list[dict[str, np.ndarray]]
+    params_after: list[dict[str, np.ndarray]]
+    losses: list[float]
+    free_running: dict[str, np.ndarray]            # float64 params after all steps without forcing
+
+
+def oracle_chain(params: dict, batches, noise, model) -> OracleChain:
+    state = to_state32(oracle._cast(params), oracle.adam_init(params))
+    states, after, losses = [], [], []
+    for x, eps in zip(batches, noise):
+        ref_params, ref_adam, ref_loss = oracle_step(state, x, eps, model)
+        states.append(state)
+        after.append(ref_params)
+        losses.append(ref_loss)
+        state = to_state32(ref_params, ref_adam)
+    free, _ = oracle.train_steps(params, batches, noise, model)
+    return OracleChain(list(zip(batches, noise)), states, after, losses, free)
+
+
+def run_backend(name: str, chain: OracleChain, config: RunConfig, free_running: bool = True) -> BackendParity:
+    """Teacher-forced lockstep of one backend; then, for information, a free-running pass."""
+    backend = backends.create(name)
+    batches = [x for x, _ in chain.inputs]
+    backend.setup(chain.states[0], np.concatenate(batches), batches[0],
+                  dataclasses.replace(config, backends=(name,)))
+    worst = {k: 0.0 for k in chain.params_after[0]}
+    outliers, loss_err = [], 0.0
+    for (x, eps), state, ref_params, ref_loss in zip(chain.inputs, chain.states, chain.params_after, chain.losses):
+        backend.set_state(state)
+        loss = backend.lockstep_step(x, eps)
+        errs = relative_errors(ref_params, backend.get_state())
+        outliers.append(sum(int((e > STEP_RTOL).sum()) for e in errs.values()))
+        worst = {k: max(worst[k], float(errs[k].max())) for k in worst}
+        loss_err = max(loss_err, abs(loss - ref_loss) / abs(ref_loss))
+    free = {}
+    if free_running:
+        backend.set_state(chain.states[0])
+        for x, eps in chain.inputs:
+            backend.lockstep_step(x, eps)
+        free = {k: float(e.max()) for k, e in relative_errors(chain.free_running, backend.get_state()).items()}
+    return BackendParity(name, worst, outliers, loss_err, free)
+
+
+def run(names: list[str], train_x: np.ndarray, steps: int, config: RunConfig,
+        free_running: bool = True) -> list[BackendParity]:
+    """Lockstep every backend in `names` against the float64 reference."""
+    m = config.model
+    params = init_params(config.seed, m)
+    batches, noise = lockstep_inputs(train_x, steps, config.seed, m.batch_size, m.latent_dim)
+    chain = oracle_chain(params, batches, noise, m)
+    return [run_backend(name, chain, config, free_running) for name in names]
+
+

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 
 import backends
+import workloads
 from harness.config import NOISE_SOURCES, ModelConfig, RunConfig, parse_seeds
 from harness.errors import HarnessError
 from harness.measurement import measure
@@ -61,6 +63,8 @@ def add_run_flags(p: argparse.ArgumentParser, default_epochs: int | None = 10) -
     """Flags shared by run, check and calibrate: what to train and how."""
     p.add_argument("--backends", type=backend_list, default=backend_list(DEFAULT_BACKENDS),
                    help=f"comma-separated, from: {', '.join(backends.known())} (default {DEFAULT_BACKENDS})")
+    p.add_argument("--workload", choices=workloads.names(), default=workloads.DEFAULT,
+                   help=f"what to train (default {workloads.DEFAULT}); each is a folder of workloads/")
     p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
     if default_epochs is not None:
         p.add_argument("--epochs", type=positive_int, default=default_epochs)
@@ -86,7 +90,9 @@ def add_run_flags(p: argparse.ArgumentParser, default_epochs: int | None = 10) -
 def run_config(args) -> RunConfig:
     """A RunConfig from run/check/calibrate flags, validated before any work starts."""
     backends.check_names(list(args.backends))
-    model = ModelConfig() if args.batch_size is None else ModelConfig(batch_size=args.batch_size)
+    model = ModelConfig(workload=getattr(args, "workload", workloads.DEFAULT))
+    if args.batch_size is not None:
+        model = dataclasses.replace(model, batch_size=args.batch_size)
     device = measure.resolve_device(args.device, backends.frameworks(args.backends))
     return RunConfig(
         model=model, backends=args.backends, device=device,

@@ -26,13 +26,16 @@ def run(config: RunConfig, run_dir: Path | None = None, repeats: int = 5) -> dic
         return None
     n_train = config.train_limit or 60_000  # a run on a few samples (tests) is probed at its own size
     arg = json.dumps({"device": config.device, "threads": config.threads, "repeats": repeats,
-                      "tf32": config.precision == "tf32", "n_train": n_train})
+                      "tf32": config.precision == "tf32", "n_train": n_train,
+                      "workload": config.model.workload})
     proc = subprocess.run([sys.executable, "-m", "backends.probe_torch", arg], capture_output=True, text=True)
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
         raise HarnessError(f"probe on {config.device} failed: {tail[0]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["train_flops_per_epoch"] = config.model.spec().train_flops_per_sample(config.model) * n_train
+    if "floor_seconds_per_epoch" not in result:  # no floor for this workload (floor_note says why)
+        return result
     result["floor_gflops"] = result["train_flops_per_epoch"] / result["floor_seconds_per_epoch"] / 1e9
     if result.get("floor_seconds_per_epoch_tf32"):
         result["floor_gflops_tf32"] = result["train_flops_per_epoch"] / result["floor_seconds_per_epoch_tf32"] / 1e9

@@ -9,18 +9,17 @@ Three places where the frameworks' conventions differ, and how each is bridged:
   so fc_enc's kernel is just torch's weight transposed, like every Linear (the alternative, permuting
   the kernel rows in the conversion, would make the conversion depend on the image shape).
 * fc_dec's output: reshaped (B, 32, 7, 7) as torch's view does, then transposed to NHWC.
-* ConvTranspose2d: torch's layer is the gradient (adjoint) of a Conv2d whose OIHW weight is torch's
-  (in, out, kh, kw) tensor. `nnx.ConvTranspose(transpose_kernel=True)` computes exactly that adjoint
-  from the same conv's HWIO kernel, shape (kh, kw, out, in): it flips the kernel spatially and swaps
-  its channel axes before convolving the stride-dilated input. So the conversion is the plain
-  (2, 3, 1, 0) transpose used for Conv2d, with no flip. (transpose_kernel=False with a kernel flipped
-  in the conversion gives bitwise the same outputs; without the flip the result is wrong.) Padding:
-  torch's padding p and output_padding op pad the dilated input by (k-1-p, k-1-p+op): (1, 2) for the
-  stride-2 layers, (1, 1) for deconv3. Flax's 'SAME' is NOT that: for k=3, s=2 it pads (2, 1), the
-  right shape but shifted by one pixel.
+* ConvTranspose2d: torch's layer is the adjoint (input gradient) of a Conv2d whose OIHW weight is
+  torch's (in, out, kh, kw) tensor. `ConvTranspose` below computes it as exactly that, from the conv's
+  HWIO kernel (kh, kw, out, in), so the conversion is the plain (2, 3, 1, 0) transpose used for Conv2d.
+  nnx.ConvTranspose(transpose_kernel=True, padding (1, 2) / (1, 1)) is the same function and, forward,
+  the same program, but its gradient runs about 20x slower on XLA:CPU (see `conv_transpose`).
+  (Flax's 'SAME' padding is NOT torch's: for k=3, s=2 it pads (2, 1), the right shape shifted by one
+  pixel.)
 """
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 import jax
@@ -38,16 +37,56 @@ LAYERS = ("conv1", "conv2", "fc_enc", "fc_dec", "deconv1", "deconv2", "deconv3")
 
 
 
-def torch_transpose_padding(kernel: int, padding: int, output_padding: int = 0) -> tuple[int, int]:
-    """The (low, high) padding of the dilated input that reproduces torch's ConvTranspose2d(padding, output_padding)."""
-    low = kernel - 1 - padding
-    return low, low + output_padding
+DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 
 
-def _deconv(cin: int, cout: int, stride: int, output_padding: int, rngs: nnx.Rngs) -> nnx.ConvTranspose:
-    pad = torch_transpose_padding(3, 1, output_padding)
-    return nnx.ConvTranspose(cin, cout, (3, 3), strides=(stride, stride), padding=(pad, pad),
-                             transpose_kernel=True, rngs=rngs)
+def _strided_conv(u, kernel, stride: int):
+    """The convolution a transposed convolution is the adjoint of: 3x3, `stride`, padding 1."""
+    return jax.lax.conv_general_dilated(u, kernel, (stride, stride), ((1, 1), (1, 1)), dimension_numbers=DIMENSIONS)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv_transpose(x, kernel, stride: int, out_side: int):
+    """torch's ConvTranspose2d(k=3, stride, padding=1, output_padding=out_side - ((side-1)*stride - 1)).
+
+    Defined as what it is, the input gradient of `_strided_conv` from an (out_side x out_side) image,
+    with both of its own gradients written as that conv's forward and weight gradient. Same function
+    and, forward, the same program as nnx.ConvTranspose(transpose_kernel=True); but differentiating
+    nnx.ConvTranspose makes XLA:CPU convolve with a dilated window, about 20x slower per batch than
+    these two (which are the gradients every strided conv layer's training already uses).
+    """
+    u = jnp.zeros((x.shape[0], out_side, out_side, kernel.shape[2]), x.dtype)
+    return jax.vjp(lambda v: _strided_conv(v, kernel, stride), u)[1](x)[0]
+
+
+def _conv_transpose_fwd(x, kernel, stride, out_side):
+    return conv_transpose(x, kernel, stride, out_side), (x, kernel)
+
+
+def _conv_transpose_bwd(stride, out_side, saved, g):
+    x, kernel = saved
+    d_x = _strided_conv(g, kernel, stride)
+    d_kernel = jax.vjp(lambda k: _strided_conv(g, k, stride), kernel)[1](x)[0]
+    return d_x, d_kernel
+
+
+conv_transpose.defvjp(_conv_transpose_fwd, _conv_transpose_bwd)
+
+
+class ConvTranspose(nnx.Module):
+    """torch.nn.ConvTranspose2d(cin, cout, 3, stride, padding=1, output_padding) to an out_side image.
+
+    kernel: (3, 3, cout, cin), the HWIO kernel of the adjoint conv, i.e. torch's (cin, cout, 3, 3)
+    weight transposed (2, 3, 1, 0), as for nnx.ConvTranspose(transpose_kernel=True).
+    """
+
+    def __init__(self, cin: int, cout: int, stride: int, out_side: int):
+        self.kernel = nnx.Param(jnp.zeros((3, 3, cout, cin), jnp.float32))  # values come from the harness
+        self.bias = nnx.Param(jnp.zeros((cout,), jnp.float32))
+        self.stride, self.out_side = stride, out_side
+
+    def __call__(self, x):
+        return conv_transpose(x, self.kernel[...], self.stride, self.out_side) + self.bias[...]
 
 
 class Model(nnx.Module):
@@ -61,9 +100,9 @@ class Model(nnx.Module):
         self.conv2 = nnx.Conv(32, 64, (3, 3), strides=(2, 2), padding="VALID", rngs=rngs)
         self.fc_enc = nnx.Linear(64 * 6 * 6, 2 * m.latent_dim, rngs=rngs)
         self.fc_dec = nnx.Linear(m.latent_dim, 32 * 7 * 7, rngs=rngs)
-        self.deconv1 = _deconv(32, 64, 2, 1, rngs)
-        self.deconv2 = _deconv(64, 32, 2, 1, rngs)
-        self.deconv3 = _deconv(32, 1, 1, 0, rngs)
+        self.deconv1 = ConvTranspose(32, 64, stride=2, out_side=14)
+        self.deconv2 = ConvTranspose(64, 32, stride=2, out_side=28)
+        self.deconv3 = ConvTranspose(32, 1, stride=1, out_side=28)
 
     def encode(self, x):
         """(B, 784) pixels in [0, 1] -> (mu, logvar), each (B, latent)."""

@@ -18,12 +18,15 @@ import numpy as np
 from harness.config import RunConfig, epoch_noise, noise_seed
 
 
-@dataclass(frozen=True)
-class EvalResult:
-    """Per-sample test losses: `test_loss` with z = mu, `test_loss_sampled` the 1-sample negative ELBO."""
+# The workload's test metrics, per test image, by name (workloads.spec.Workload.metrics).
+Metrics = dict[str, float]
 
-    test_loss: float
-    test_loss_sampled: float
+
+def per_sample(names: tuple[str, ...], sums, n: int) -> Metrics:
+    """Metric sums over n test images (in the workload's metric order) as per-image values by name."""
+    if len(names) != len(sums):
+        raise ValueError(f"{len(sums)} metric sums for the {len(names)} metrics {names}")
+    return {name: float(total) / n for name, total in zip(names, sums)}
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,7 @@ def pass_noise(source: str, seed: int, epoch: int, n: int, latent: int) -> Noise
 
 @runtime_checkable
 class VAEBackend(Protocol):
-    """One framework's implementation of the reference VAE training loop."""
+    """One framework's way of training any workload (an engine): setup, epochs, evaluation, state."""
 
     name: str
 
@@ -66,8 +69,9 @@ class VAEBackend(Protocol):
         Returning a Python float synchronises the device, which ends the timed window.
         """
 
-    def evaluate(self, noise: Noise) -> EvalResult:
-        """Per-sample test losses over the whole test set (no gradients); test sample i gets noise row i."""
+    def evaluate(self, noise: Noise) -> Metrics:
+        """The workload's test metrics per test image over the whole test set (no gradients), by name
+        (for the VAEs: loss with z = mu, then with one sampled z); test sample i gets noise row i."""
 
     def lockstep_step(self, x: np.ndarray, eps: np.ndarray) -> float:
         """One optimiser step on batch `x` with the reparameterisation noise `eps` given; returns the batch-sum loss."""

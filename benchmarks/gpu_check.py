@@ -21,7 +21,7 @@ from harness.errors import HarnessError  # noqa: E402
 from harness.execution import caches  # noqa: E402
 from harness.measurement import floor, measure, results
 
-LOSSES = ("train_loss", "test_loss", "test_loss_sampled")
+LOSSES = ("train_loss", "test_loss", "test_loss_sampled")  # the MLP workload's train loss and test metrics
 # (run folder under OUT/runs, backend, what is measured, goal, test on the measured value, format)
 GOALS = [
     ("full-50", "torch-compile", "train samples/s, default mode", ">= 500,000", lambda v: v >= 500_000, ",.0f"),
@@ -61,7 +61,7 @@ def loss_differences(base: results.RunRecord, new: results.RunRecord, rtol: floa
             continue
         for eb, en in zip(b.epochs, n.epochs):
             for key in LOSSES:
-                x, y = getattr(eb, key), getattr(en, key)
+                x, y = eb.value(key), en.value(key)
                 if abs(x - y) > rtol * abs(x):
                     problems.append(f"{b.backend} epoch {eb.epoch} {key}: {x!r} vs {y!r}")
     return problems

@@ -25,7 +25,7 @@ def config(**kw) -> dict:
 
 
 def epoch(k: int, loss: float) -> EpochRecord:
-    return EpochRecord(epoch=k, train_loss=loss + 1, test_loss=loss, test_loss_sampled=loss + 8,
+    return EpochRecord(epoch=k, train_loss=loss + 1, metrics={"test_loss": loss, "test_loss_sampled": loss + 8},
                        train_seconds=1.0, eval_seconds=0.1, samples_per_second=1.0,
                        eval_samples_per_second=1.0, elapsed_seconds=float(k))
 

@@ -17,7 +17,7 @@ PROBE = {"floor_seconds_per_epoch": 0.081, "floor_seconds_per_epoch_tf32": 0.05,
 
 def result(backend: str, steady: float, probe: dict = PROBE, precision: str = "float32") -> BackendResult:
     """A finished 3-epoch result whose steady epochs took `steady` s, summarised like the runner does."""
-    epochs = [EpochRecord(e, 120.0, 110.0, 118.0, steady, 0.01, 60_000 / steady, 1e6, e * steady)
+    epochs = [EpochRecord(e, 120.0, {"test_loss": 110.0, "test_loss_sampled": 118.0}, steady, 0.01, 60_000 / steady, 1e6, e * steady)
               for e in (1, 2, 3)]
     r = BackendResult(backend, "cuda", 1, status="ok", epochs=epochs, compile_seconds=1.0, compile_cache="warm")
     config = RunConfig(backends=(backend,), device="cuda", precision=precision)

@@ -55,7 +55,7 @@ def make_run(run_dir: Path, params: dict[str, np.ndarray], names: tuple[str, ...
     """A finished run folder (results.json, <backend>/params.npz) of `names`, all holding `params`."""
     latent = params["fc21.weight"].shape[0]
     config = RunConfig(backends=names, epochs=1, model=ModelConfig(latent_dim=latent))
-    epoch = EpochRecord(1, 150.0, 140.0, 145.0, 1.0, 0.1, 60_000.0, 100_000.0, 1.2)
+    epoch = EpochRecord(1, 150.0, {"test_loss": 140.0, "test_loss_sampled": 145.0}, 1.0, 0.1, 60_000.0, 100_000.0, 1.2)
     out = [BackendResult(backend=b, device="cpu", seed=1, status="ok", epochs=[epoch], params_file="params.npz")
            for b in names]
     for b in names:
@@ -128,7 +128,7 @@ def test_framework_estimate_matches_the_oracle(backend, framework, params, mnist
     assert abs(e["nll"] - nll) <= stderr
     per_image = np.load(run_dir / backend / e["bounds_file"])
     assert np.max(np.abs(per_image - oracle_bounds[100])) < 1e-3  # float32 against float64, nats
-    assert record.results[0].epochs[0].test_loss == 140.0  # the rest of the record is untouched
+    assert record.results[0].epochs[0].metrics["test_loss"] == 140.0  # the rest of the record is untouched
 
 
 def test_each_backend_is_evaluated_by_its_own_framework():
@@ -156,7 +156,7 @@ def test_report_shows_the_nll_column_labelled_with_k(params, tmp_path):
     record.results[0].evaluation = {"iwae": {"k": 500, "nll": 93.125, "stderr": 0.25, "test_samples": 10_000}}
     results.save(record, run_dir)
     frame = report.summary_frame(report.load_entries([(run_dir, results.load(run_dir))]))
-    assert list(frame.columns[3:6]) == ["final test_loss (z = mu)", "final test_loss_sampled", "NLL (IWAE, K=500)"]
+    assert list(frame.columns[3:6]) == ["final test_loss", "final test_loss_sampled", "NLL (IWAE, K=500)"]
     assert list(frame["NLL (IWAE, K=500)"]) == ["93.12 ± 0.25", "-"]
 
 
@@ -179,8 +179,8 @@ def test_manifold_figures_only_for_latent_2(latent, mnist, tmp_path):
 
 
 def test_sweep_table_has_intervals_over_seeds():
-    rows = [{"backend": "jax", "device": "cpu", "latent_dim": z, "seed": s, "test_loss": 100.0 + s,
-             "test_loss_sampled": 105.0 + s, "iwae": {"k": 500, "nll": 95.0 + s, "test_samples": 10_000}}
+    rows = [{"backend": "jax", "device": "cpu", "latent_dim": z, "seed": s,
+             "metrics": {"test_loss": 100.0 + s, "test_loss_sampled": 105.0 + s}, "iwae": {"k": 500, "nll": 95.0 + s, "test_samples": 10_000}}
             for z in (2, 5) for s in (1, 2, 3)]
     table = evaluation_report.latent_table(rows)
     assert [(t["latent_dim"], t["n"], t["nll"]["mean"], t["k"]) for t in table] == [(2, 3, 97.0, [500]),

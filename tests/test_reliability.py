@@ -96,7 +96,7 @@ def test_sigint_keeps_finished_epochs_and_resume_is_bit_identical(tmp_path):
     a, b = by_backend(full)["slow-torch"], by_backend(cut)["slow-torch"]
     assert b.status == "ok"
     for ea, eb in zip(a.epochs, b.epochs, strict=True):
-        assert (ea.train_loss, ea.test_loss, ea.test_loss_sampled) == (eb.train_loss, eb.test_loss, eb.test_loss_sampled)
+        assert (ea.train_loss, ea.metrics) == (eb.train_loss, eb.metrics)
     with np.load(full / "slow-torch" / "params.npz") as pa, np.load(cut / "slow-torch" / "params.npz") as pb:
         for k in pa.files:
             np.testing.assert_array_equal(pa[k], pb[k])
@@ -121,8 +121,9 @@ def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path, monkeypatch)
 
 
 finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
-epoch_records = st.builds(results.EpochRecord, epoch=st.integers(1, 100), train_loss=finite, test_loss=finite,
-                          test_loss_sampled=finite, train_seconds=finite, eval_seconds=finite,
+epoch_records = st.builds(results.EpochRecord, epoch=st.integers(1, 100), train_loss=finite,
+                          metrics=st.fixed_dictionaries({"test_loss": finite, "test_loss_sampled": finite}),
+                          train_seconds=finite, eval_seconds=finite,
                           samples_per_second=finite, eval_samples_per_second=finite, elapsed_seconds=finite)
 backend_results = st.builds(results.BackendResult, backend=st.sampled_from(["torch", "jax", "torch-compile"]),
                             device=st.sampled_from(["cpu", "cuda:0"]), seed=st.integers(0, 2**31),
@@ -150,7 +151,7 @@ def test_repeats_add_timings_but_change_no_number(tmp_path):
     assert run_small(repeated, "torch", "--repeats", "3", epochs=2).returncode == 0
     a, b = by_backend(plain)["torch"], by_backend(repeated)["torch"]
     assert len(b.repeat_seconds) == 3 and b.summary["repeats"] == 3 and not a.repeat_seconds
-    assert [e.test_loss for e in a.epochs] == [e.test_loss for e in b.epochs]
+    assert [e.metrics for e in a.epochs] == [e.metrics for e in b.epochs]
     with np.load(plain / "torch" / "params.npz") as pa, np.load(repeated / "torch" / "params.npz") as pb:
         for k in pa.files:
             np.testing.assert_array_equal(pa[k], pb[k])

@@ -25,6 +25,7 @@ from harness.measurement import stats
 from harness.sweeps import sweep
 
 REPO = Path(__file__).resolve().parent.parent
+VAE_METRICS = ("test_loss", "test_loss_sampled")
 TINY = ["--epochs", "1", "--train-limit", "256", "--test-limit", "256", "--threads", "1"]
 
 
@@ -43,7 +44,7 @@ SLOW = dict(speeds=[4010.0, 3890.0, 4120.0, 3975.0, 4060.0], losses=[119.9, 120.
 
 
 def test_group_statistics_match_scipy():
-    summary = stats.summarize(rows("jax", **FAST) + rows("torch", **SLOW))
+    summary = stats.summarize(rows("jax", **FAST) + rows("torch", **SLOW), VAE_METRICS)
     torch = next(s for s in summary if s["backend"] == "torch")
     x = np.array(SLOW["losses"])
     low, high = sps.t.interval(0.95, df=4, loc=x.mean(), scale=sps.sem(x))
@@ -57,7 +58,7 @@ def test_group_statistics_match_scipy():
 
 
 def test_speed_ratio_is_welch_on_log_throughput_and_loss_difference_is_paired():
-    summary = stats.summarize(rows("jax", **FAST) + rows("torch", **SLOW))
+    summary = stats.summarize(rows("jax", **FAST) + rows("torch", **SLOW), VAE_METRICS)
     torch = next(s for s in summary if s["backend"] == "torch")
     jax = next(s for s in summary if s["backend"] == "jax")
     fast, slow = np.log(FAST["speeds"]), np.log(SLOW["speeds"])
@@ -76,7 +77,7 @@ def test_speed_ratio_is_welch_on_log_throughput_and_loss_difference_is_paired():
 
 
 def test_one_seed_has_no_interval_and_summary_is_json():
-    summary = stats.summarize(rows("torch", [4000.0], [120.0], [128.0]))
+    summary = stats.summarize(rows("torch", [4000.0], [120.0], [128.0]), VAE_METRICS)
     (s,) = summary
     assert s["n"] == 1 and s["test_loss_mean"] == 120.0
     assert s["test_loss_std"] is None and s["test_loss_ci_low"] is None and s["speedup_ci_low"] is None
@@ -85,7 +86,7 @@ def test_one_seed_has_no_interval_and_summary_is_json():
 
 def test_comparison_sentence():
     from harness.reporting.sweep_report import comparison_sentences
-    (line,) = comparison_sentences(stats.summarize(rows("jax", **FAST) + rows("torch", **SLOW)))
+    (line,) = comparison_sentences(stats.summarize(rows("jax", **FAST) + rows("torch", **SLOW), VAE_METRICS))
     assert line.startswith("jax is 1.31x (")
     assert "faster than torch on cpu" in line and line.endswith("with no significant loss difference")
 
@@ -253,4 +254,4 @@ def test_pinned_processes_run_the_same_job(interrupted_then_resumed, tmp_path):
     assert spec["cores"] == [core]
     mine, theirs = (json.loads((d / job.run_dir / "results.json").read_text())["results"][0]["epochs"]
                     for d in (tmp_path, out))
-    assert [(e["train_loss"], e["test_loss"]) for e in mine] == [(e["train_loss"], e["test_loss"]) for e in theirs]
+    assert [(e["train_loss"], e["metrics"]) for e in mine] == [(e["train_loss"], e["metrics"]) for e in theirs]

@@ -197,7 +197,7 @@ def _jobs(sweep_dir: Path) -> dict[str, dict]:
 
 def _epochs(job_dir: Path) -> list[tuple]:
     result = json.loads((job_dir / "results.json").read_text())["results"][0]
-    return [(e["epoch"], e["train_loss"], e["test_loss"], e["test_loss_sampled"]) for e in result["epochs"]]
+    return [(e["epoch"], e["train_loss"], e["metrics"]) for e in result["epochs"]]
 
 
 def _params(job_dir: Path) -> dict[str, np.ndarray]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import backends
+import workloads
 from harness.cli import flags
 from harness.config import ModelConfig
 from harness.errors import HarnessError
@@ -24,12 +25,13 @@ from harness.sweeps.sweep import (
     _ci,
     fmt_ci,
     load,
+    metric_names,
     new_state,
     prepare_dir,
     run,
 )
 
-SPEC_FLAGS = ("backends", "devices", "seeds", "latent_dims", "epochs", "threads", "compile_mode", "precision",
+SPEC_FLAGS = ("backends", "devices", "seeds", "latent_dims", "workload", "epochs", "threads", "compile_mode", "precision",
               "timeout", "train_limit", "test_limit", "target_loss", "cold_compile", "executor", "address",
               "max_retries")
 
@@ -48,13 +50,19 @@ def _device_list(text: str) -> list[str]:
     return [d.strip() for d in text.split(",") if d.strip()]
 
 
+def _workload(text: str) -> str:
+    if text not in workloads.names():
+        raise ValueError(f"unknown workload {text!r}; known: {', '.join(workloads.names())}")
+    return text
+
+
 def _coerce(key: str, value: Any) -> Any:
     """A TOML value checked by its flag's parser: lists may be TOML arrays or the flag's text."""
     as_text = ",".join(map(str, value)) if isinstance(value, list) else value
     parse = {"backends": flags.backend_list, "seeds": flags.seed_list, "latent_dims": _int_list,
              "devices": _device_list, "epochs": flags.positive_int, "threads": flags.positive_int,
              "train_limit": flags.positive_int, "test_limit": flags.positive_int, "timeout": flags.non_negative_float,
-             "max_retries": flags.non_negative_int, "target_loss": float}.get(key)
+             "max_retries": flags.non_negative_int, "target_loss": float, "workload": _workload}.get(key)
     if parse is None:
         return value
     try:
@@ -147,6 +155,8 @@ def add_subcommands(sub) -> None:
                    help=f"like 1-5 or 1,3,7 (default {DEFAULT_SEEDS})")
     p.add_argument("--latent-dims", dest="latent_dims", type=_int_list, default=None,
                    help=f"latent sizes, like 2,5,10,20 (default {ModelConfig().latent_dim})")
+    p.add_argument("--workload", choices=workloads.names(), default=None,
+                   help=f"what every job trains (default {workloads.DEFAULT})")
     p.add_argument("--epochs", type=flags.positive_int, default=None, help="per job (default 10)")
     p.add_argument("--threads", type=flags.positive_int, default=None,
                    help="CPU threads per job (default: every core of the machine, or of the Ray node)")
@@ -224,17 +234,16 @@ def summary_table(state: SweepState):
     """The summary as a rich table: mean (95 % interval) per backend x device x latent size."""
     from rich.table import Table
 
-    table = Table(title="sweep summary: mean (95% CI) over seeds; test_loss: z = mu; sampled: one z ~ q(z|x)")
-    for col in ("backend", "device", "latent", "n", "test_loss", "test_loss_sampled", "samples/s",
-                "fastest is x faster"):
+    names = metric_names(state.spec)
+    table = Table(title="sweep summary: mean (95% CI) over seeds of the final test metrics and samples/s")
+    for col in ("backend", "device", "latent", "n", *names, "samples/s", "fastest is x faster"):
         table.add_column(col, justify="left" if col in ("backend", "device") else "right")
     for s in state.summary:
         speed = "-"
         if s["backend"] != s["fastest"] and s["speedup_of_fastest"] is not None:
             speed = f"{s['fastest']} " + fmt_ci(*_ci(s, "speedup_of_fastest", "speedup"), ".2f", "x")
         table.add_row(s["backend"], s["device"], str(s["latent_dim"]), str(s["n"]),
-                      fmt_ci(*_ci(s, "test_loss_mean", "test_loss")),
-                      fmt_ci(*_ci(s, "test_loss_sampled_mean", "test_loss_sampled")),
+                      *(fmt_ci(*_ci(s, f"{name}_mean", name)) for name in names),
                       fmt_ci(*_ci(s, "samples_per_second_mean", "samples_per_second"), ",.0f"), speed)
     return table
 

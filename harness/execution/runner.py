@@ -173,7 +173,7 @@ def _apply_event(r: BackendResult, ev: dict, probe, config: RunConfig, n_train: 
     if kind == "started":
         r.threads, r.cores = ev["threads"], ev.get("cores")
     elif kind == "resumed":
-        r.epochs = [e for e in r.epochs if e.epoch < ev["epoch"]] + [EpochRecord(**ev["record"])]
+        r.epochs = [e for e in r.epochs if e.epoch < ev["epoch"]] + [EpochRecord.from_dict(ev["record"])]
     elif kind == "setup":
         r.setup_seconds, r.backend_info = ev["setup_seconds"], ev["backend_info"]
         r.memory.update(ev["memory"])
@@ -181,7 +181,7 @@ def _apply_event(r: BackendResult, ev: dict, probe, config: RunConfig, n_train: 
         if r.compile_seconds is None:  # a resumed job compiles again; the first figure stands
             r.compile_seconds, r.compile_cache = ev["compile_seconds"], ev.get("compile_cache")
     elif kind == "epoch":
-        rec = EpochRecord(**ev["record"])
+        rec = EpochRecord.from_dict(ev["record"])
         r.epochs = [e for e in r.epochs if e.epoch < rec.epoch] + [rec]
         if rec.epoch == 1:
             r.first_epoch_seconds = rec.train_seconds

@@ -137,13 +137,12 @@ def _train(job: dict, events: Events, config: RunConfig, compile_caches: caches.
         ev = backend.evaluate(eval_noise)
         eval_seconds = time.perf_counter() - t
         elapsed += train_seconds + eval_seconds
-        losses = (train_loss, ev["test_loss"], ev["test_loss_sampled"])
+        losses = (train_loss, *ev.values())
         if not all(math.isfinite(x) for x in losses):
             events.send("diverged", epoch=epoch, last_finite_loss=last_finite, losses=list(map(str, losses)))
             return
         last_finite = train_loss
-        record = EpochRecord(epoch=epoch, train_loss=train_loss, test_loss=ev["test_loss"],
-                             test_loss_sampled=ev["test_loss_sampled"], train_seconds=train_seconds,
+        record = EpochRecord(epoch=epoch, train_loss=train_loss, metrics=ev, train_seconds=train_seconds,
                              eval_seconds=eval_seconds, samples_per_second=n / train_seconds,
                              eval_samples_per_second=test_x.shape[0] / eval_seconds,
                              elapsed_seconds=elapsed)

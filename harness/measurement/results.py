@@ -14,9 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from harness import atomic
+from harness.config import ModelConfig
 from harness.errors import HarnessError
+from workloads.spec import Workload
 
-SCHEMA_VERSION = 1
+# 2: an epoch's test metrics are a dict named by the workload (1: fixed test_loss, test_loss_sampled fields)
+SCHEMA_VERSION = 2
 RESULTS_FILE = "results.json"
 
 # Status of one backend's job. "ok" is the only one that means every requested epoch finished.
@@ -29,13 +32,31 @@ class EpochRecord:
 
     epoch: int
     train_loss: float
-    test_loss: float          # z = mu (posterior mean): the number users compare against
-    test_loss_sampled: float  # one sampled z: the single-sample negative ELBO
+    # The workload's test metrics by name, per test image, in its order: the first is the primary one
+    # (workloads.spec.Workload.metrics; for the VAEs test_loss with z = mu, then one sampled z).
+    metrics: dict[str, float]
     train_seconds: float
     eval_seconds: float
     samples_per_second: float       # training samples per second of this epoch
     eval_samples_per_second: float
     elapsed_seconds: float          # since the job started, compile included (for time to quality)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EpochRecord":
+        """From results.json; schema 1 stored the VAE's two metrics as fields of their own."""
+        d = dict(d)
+        if "metrics" not in d:
+            d["metrics"] = {k: d.pop(k) for k in ("test_loss", "test_loss_sampled") if k in d}
+        return cls(**d)
+
+    def value(self, name: str) -> float:
+        """`train_loss` or one of the test metrics, by name (targets hold bands for both)."""
+        return self.train_loss if name == "train_loss" else self.metrics[name]
+
+    @property
+    def primary(self) -> float:
+        """The workload's primary test metric (the first it declares)."""
+        return next(iter(self.metrics.values()))
 
 
 @dataclass
@@ -70,7 +91,7 @@ class BackendResult:
     @classmethod
     def from_dict(cls, d: dict) -> "BackendResult":
         d = dict(d)
-        d["epochs"] = [EpochRecord(**e) for e in d.get("epochs", [])]
+        d["epochs"] = [EpochRecord.from_dict(e) for e in d.get("epochs", [])]
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -102,7 +123,12 @@ class RunRecord:
 
 def finite_epochs(r: BackendResult) -> list[EpochRecord]:
     """Epochs whose losses are numbers (a diverged backend's last epoch may hold nan)."""
-    return [e for e in r.epochs if math.isfinite(e.test_loss) and math.isfinite(e.test_loss_sampled)]
+    return [e for e in r.epochs if all(math.isfinite(v) for v in e.metrics.values())]
+
+
+def workload_of(config: dict[str, Any]) -> Workload:
+    """The workload a results file's config trained (records before workloads existed: the MLP VAE)."""
+    return ModelConfig.from_dict(config.get("model") or {}).spec()
 
 
 def save(record: RunRecord, run_dir: Path) -> None:

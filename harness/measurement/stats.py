@@ -1,8 +1,8 @@
 """Statistics of a sweep over seeds: per-group estimates and each backend's difference from the fastest.
 
 A group is one backend on one device at one latent size; its samples are the seeds. For each group the
-summary gives n, mean, sample standard deviation and the 95 % Student-t confidence interval of the final
-`test_loss`, the final `test_loss_sampled` and the training samples per second: the steady figure
+summary gives n, mean, sample standard deviation and the 95 % Student-t confidence interval of each of the
+workload's final test metrics and of the training samples per second: the steady figure
 (median of the epochs after the first), or the first epoch's for 1-epoch jobs, as `throughput_basis` says.
 
 Comparisons are made within one device and latent size, against the fastest backend there (the highest
@@ -27,10 +27,7 @@ from scipy import stats
 
 CONFIDENCE = 0.95
 GROUP = ("backend", "device", "latent_dim")
-# metric column -> prefix of its summary fields
-METRICS = {"test_loss": "test_loss", "test_loss_sampled": "test_loss_sampled",
-           "samples_per_second": "samples_per_second"}
-LOSSES = ("test_loss", "test_loss_sampled")
+THROUGHPUT = "samples_per_second"
 
 
 def describe(values: Iterable[float], confidence: float = CONFIDENCE) -> dict[str, float | int | None]:
@@ -73,11 +70,12 @@ def paired_difference(values: pd.Series, reference: pd.Series,
     return diff, _num(ci.low, diff), _num(ci.high, diff)
 
 
-def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def summarize(rows: list[dict[str, Any]], metrics: tuple[str, ...]) -> list[dict[str, Any]]:
     """The `summary` list of sweep.json from finished jobs' rows.
 
-    Each row: backend, device, latent_dim, seed, test_loss, test_loss_sampled, samples_per_second
-    (final test losses and steady throughput of one job with status ok).
+    Each row: backend, device, latent_dim, seed, samples_per_second and one column per name in `metrics`
+    (the workload's final test metrics and the steady throughput of one job with status ok). Every
+    metric gets `<name>_mean`, `_std`, `_ci_low`, `_ci_high` and its paired difference from the fastest.
     """
     if not rows:
         return []
@@ -89,16 +87,16 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         entry["seeds"] = sorted(int(s) for s in group["seed"])
         if "throughput_basis" in group:  # which throughput the samples/s figures are: steady or first epoch
             entry["throughput_basis"] = "/".join(sorted(set(group["throughput_basis"].dropna().astype(str))))
-        for column, prefix in METRICS.items():
+        for column in (*metrics, THROUGHPUT):
             d = describe(group[column])
-            entry.update({f"{prefix}_{k}": v for k, v in d.items() if k != "n"})
+            entry.update({f"{column}_{k}": v for k, v in d.items() if k != "n"})
         out.append(entry)
     for entry in out:
-        entry.update(_versus_fastest(df, entry))
+        entry.update(_versus_fastest(df, entry, metrics))
     return out
 
 
-def _versus_fastest(df: pd.DataFrame, entry: dict[str, Any]) -> dict[str, Any]:
+def _versus_fastest(df: pd.DataFrame, entry: dict[str, Any], metrics: tuple[str, ...]) -> dict[str, Any]:
     """The comparison fields of one group against the fastest backend on its device and latent size."""
     peers = df[(df["device"] == entry["device"]) & (df["latent_dim"] == entry["latent_dim"])]
     speed = peers.groupby("backend")["samples_per_second"].apply(lambda s: float(np.log(s).mean()))
@@ -109,7 +107,7 @@ def _versus_fastest(df: pd.DataFrame, entry: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"fastest": fastest, "speedup_of_fastest": ratio,
                            "speedup_ci_low": low, "speedup_ci_high": high,
                            "speedup_significant": _excludes(low, high, 1.0)}
-    for loss in LOSSES:
+    for loss in metrics:
         diff, low, high = paired_difference(mine[loss], best[loss])
         out.update({f"{loss}_diff": diff, f"{loss}_diff_ci_low": low, f"{loss}_diff_ci_high": high,
                     f"{loss}_diff_significant": _excludes(low, high, 0.0)})

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from harness.execution import caches
 from harness.measurement import floor, measure
-from harness.measurement.results import BackendResult, RunRecord
+from harness.measurement.results import BackendResult, RunRecord, workload_of
 
 # Logs and CI have no terminal width; the results table needs more than rich's fallback of 80 columns.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
@@ -38,7 +38,8 @@ class RunProgress:
         status = {"started": "starting", "setup": "compiling", "compiled": "training"}.get(kind, result.status)
         if result.epochs:
             e = result.epochs[-1]
-            status = f"{status}  test_loss {e.test_loss:.2f}  {e.train_seconds:.2f} s/epoch"
+            name, value = next(iter(e.metrics.items()))
+            status = f"{status}  {name} {value:.2f}  {e.train_seconds:.2f} s/epoch"
         if kind == "compiled":
             status += f"  (compile {event['compile_seconds']:.1f} s)"
         if result.key not in self.tasks:
@@ -55,8 +56,10 @@ def results_table(record: RunRecord) -> Table:
     ref = {r.device: r.summary.get("steady_seconds_per_epoch") for r in record.results
            if r.backend == "torch-reference" and r.summary}
     invalid = floor.problem(record.results)
-    table = Table(title="vae-bench results (test_loss: z = mu; sampled: one z ~ q(z|x))", caption=invalid)
-    for col in ("backend", "device", "status", "epochs", "train_loss", "test_loss", "test_loss_sampled",
+    metrics = workload_of(record.config).metrics
+    table = Table(title=f"vae-bench results, {workload_of(record.config).name} ("
+                        + "; ".join(f"{m.name}: {m.meaning}" for m in metrics) + ")", caption=invalid)
+    for col in ("backend", "device", "status", "epochs", "train_loss", *(m.name for m in metrics),
                 "compile s", "1st epoch s", "steady s/epoch (min-max)", "train samples/s",
                 "vs torch-reference", "x floor"):
         table.add_column(col, justify="left" if col in ("backend", "device", "status") else "right")
@@ -68,8 +71,8 @@ def results_table(record: RunRecord) -> Table:
         speedup = f"{base / s['steady_seconds_per_epoch']:.2f}x" if s and base else "-"
         status = r.status if r.status == "ok" else f"[red]{r.status}[/red]"
         table.add_row(r.backend, r.device, status, str(len(r.epochs)),
-                      _fmt(last and last.train_loss), _fmt(last and last.test_loss),
-                      _fmt(last and last.test_loss_sampled), caches.label(r.compile_seconds, r.compile_cache),
+                      _fmt(last and last.train_loss), *(_fmt(last and last.metrics.get(m.name)) for m in metrics),
+                      caches.label(r.compile_seconds, r.compile_cache),
                       _fmt(r.first_epoch_seconds), steady,
                       _fmt(s.get("train_samples_per_second"), ",.0f"), speedup,
                       floor.multiple_cell(s, invalid))

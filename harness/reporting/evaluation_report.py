@@ -1,9 +1,9 @@
 """Report pieces for `harness evaluate`'s estimates: the IWAE column, the manifold figures, loss vs latent size.
 
 harness/reporting/report.py and harness/reporting/sweep_report.py call into here, so the evaluation adds to their reports
-without growing them: a run's summary table gets an "NLL (IWAE, K=...)" column beside test_loss and
-test_loss_sampled when results.json holds one; a latent-2 run gets the two manifold figures
-(harness/reporting/manifold.py); a sweep gets test_loss, test_loss_sampled and the NLL against latent size,
+without growing them: a run's summary table gets an "NLL (IWAE, K=...)" column beside the test metrics
+when results.json holds one; a latent-2 run gets the two manifold figures
+(harness/reporting/manifold.py); a sweep gets its test metrics and the NLL against latent size,
 each with its 95 % t-interval over seeds, and the manifold figures of its latent-2 jobs.
 """
 from __future__ import annotations
@@ -102,8 +102,8 @@ def sweep_rows(state, sweep_dir: Path) -> list[dict[str, Any]]:
             continue
         result = results.load(sweep_dir / job.run_dir).results[0]
         rows.append({"backend": job.backend, "device": job.device, "latent_dim": job.latent_dim, "seed": job.seed,
-                     "run_dir": job.run_dir, "params_file": result.params_file, "test_loss": job.test_loss,
-                     "test_loss_sampled": job.test_loss_sampled, "iwae": iwae_of(result)})
+                     "run_dir": job.run_dir, "params_file": result.params_file, "metrics": job.metrics or {},
+                     "iwae": iwae_of(result)})
     return rows
 
 
@@ -116,9 +116,9 @@ def latent_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for (backend, device, latent), group in sorted(groups.items()):
         nll = [r["iwae"]["nll"] for r in group if r["iwae"]]
+        names = list(dict.fromkeys(k for r in group for k in r["metrics"]))
         out.append({"backend": backend, "device": device, "latent_dim": latent, "n": len(group),
-                    "test_loss": stats.describe(r["test_loss"] for r in group),
-                    "test_loss_sampled": stats.describe(r["test_loss_sampled"] for r in group),
+                    "metrics": {k: stats.describe(r["metrics"].get(k) for r in group) for k in names},
                     "nll": stats.describe(nll), "k": sorted({r["iwae"]["k"] for r in group if r["iwae"]}),
                     "test_images": sorted({r["iwae"]["test_samples"] for r in group if r["iwae"]})})
     return out
@@ -133,14 +133,15 @@ def _cell(d: dict[str, Any]) -> str:
 
 
 def plot_losses(table: list[dict[str, Any]], k_label: str, path: Path) -> None:
-    """test_loss, test_loss_sampled and the IWAE NLL against latent size, mean with 95 % interval bars."""
+    """The test metrics and the IWAE NLL against latent size, mean with 95 % interval bars."""
     from harness.reporting import manifold  # noqa: F401, I001  (selects matplotlib's Agg backend before pyplot loads)
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    series = (("test_loss", "test_loss (z = mu)"), ("test_loss_sampled", "test_loss_sampled (one z ~ q(z|x))"),
-              ("nll", f"NLL (IWAE, {k_label})"))
-    for key, name in series:
-        pts = [(t["latent_dim"], t[key]) for t in table if t[key]["mean"] is not None]
+    names = list(dict.fromkeys(k for t in table for k in t["metrics"]))
+    series = [(name, lambda t, k=name: t["metrics"].get(k)) for name in names]
+    series.append((f"NLL (IWAE, {k_label})", lambda t: t["nll"]))
+    for name, value in series:
+        pts = [(t["latent_dim"], value(t)) for t in table if value(t) and value(t)["mean"] is not None]
         if not pts:
             continue
         x = np.array([p[0] for p in pts], float)
@@ -175,8 +176,7 @@ def sweep_section(state, sweep_dir: Path, out_dir: Path) -> str:
     if ks:
         import pandas as pd
         frame = pd.DataFrame([{"backend": t["backend"], "device": t["device"], "latent": t["latent_dim"],
-                               "n": t["n"], "test_loss": _cell(t["test_loss"]),
-                               "test_loss_sampled": _cell(t["test_loss_sampled"]),
+                               "n": t["n"], **{k: _cell(d) for k, d in t["metrics"].items()},
                                f"NLL (IWAE, {k_label})": _cell(t["nll"])} for t in table])
         plot_losses(table, k_label, out_dir / LOSS_FIGURE)
         parts.append(f"## Loss and IWAE NLL against latent size\n\nFinal test losses and the importance-weighted "

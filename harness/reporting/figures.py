@@ -34,12 +34,11 @@ class BandMark:
 
 @dataclass(frozen=True)
 class Curve:
-    """One backend's per-epoch losses, labelled as in the report."""
+    """One backend's per-epoch test metrics (name -> one value per epoch), labelled as in the report."""
 
     label: str
     epochs: list[int]
-    test_loss: list[float]
-    test_loss_sampled: list[float]
+    metrics: dict[str, list[float]]
 
 
 @dataclass(frozen=True)
@@ -58,11 +57,11 @@ def _save(fig, path: Path) -> None:
     atomic.write_bytes(path, buf.getvalue())
 
 
-def loss_curves(curves: list[Curve], path: Path, bands: list[BandMark] = ()) -> None:
-    """test_loss and test_loss_sampled per epoch, one panel each, with the calibrated bands behind them."""
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-    panels = ((axes[0], "test_loss (z = mu)", "test_loss"),
-              (axes[1], "test_loss_sampled (one z ~ q(z|x))", "test_loss_sampled"))
+def loss_curves(curves: list[Curve], titles: dict[str, str], path: Path, bands: list[BandMark] = ()) -> None:
+    """Each test metric per epoch (`titles`: name -> panel title), one panel each, calibrated bands behind."""
+    fig, axes = plt.subplots(1, len(titles), figsize=(6 * len(titles), 4.5), sharey=True, squeeze=False)
+    axes = list(axes[0])
+    panels = [(ax, title, name) for ax, (name, title) in zip(axes, titles.items())]
     styles = ({"color": "tab:green", "alpha": 0.15}, {"color": "tab:olive", "alpha": 0.15})
     for ax, title, field in panels:
         # Horizontal spans, not points at x = epoch: a short run keeps a readable x axis.
@@ -70,7 +69,7 @@ def loss_curves(curves: list[Curve], path: Path, bands: list[BandMark] = ()) -> 
             ax.axhspan(band.low, band.high, **style,
                        label=f"calibrated band, epoch {band.epoch}: {band.low:g}-{band.high:g}")
         for c in curves:
-            ax.plot(c.epochs, getattr(c, field), marker="o", markersize=3, label=c.label)
+            ax.plot(c.epochs, c.metrics[field], marker="o", markersize=3, label=c.label)
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)

@@ -23,7 +23,7 @@ from harness.config import ModelConfig
 from harness.errors import HarnessError
 from harness.execution import caches
 from harness.measurement import floor, measure, results
-from harness.measurement.results import BackendResult, RunRecord, finite_epochs
+from harness.measurement.results import BackendResult, RunRecord, finite_epochs, workload_of
 from harness.reporting import evaluation_report
 from harness.verification.verdict import calibrated_bands, gap_table
 from harness.verification.verdict import sentences as verdict_sentences
@@ -69,9 +69,9 @@ def steady_seconds(r: BackendResult) -> float | None:
 
 
 def max_difference(a: BackendResult, b: BackendResult) -> tuple[float, int] | None:
-    """Largest |test_loss difference| over the epochs both finished, and the epoch where it occurs."""
-    la = {e.epoch: e.test_loss for e in finite_epochs(a)}
-    lb = {e.epoch: e.test_loss for e in finite_epochs(b)}
+    """Largest |difference| of the primary test metric over the epochs both finished, and its epoch."""
+    la = {e.epoch: e.primary for e in finite_epochs(a)}
+    lb = {e.epoch: e.primary for e in finite_epochs(b)}
     common = sorted(set(la) & set(lb))
     if not common:
         return None
@@ -180,8 +180,7 @@ def summary_frame(group: list[Entry]):
             "backend": r.backend if len({x.result.backend for x in group}) == len(group) else e.label,
             "status": r.status,
             "epochs": str(len(r.epochs)),
-            "final test_loss (z = mu)": _fmt(last and last.test_loss),
-            "final test_loss_sampled": _fmt(last and last.test_loss_sampled),
+            **{f"final {m.name}": _fmt(last and last.metrics.get(m.name)) for m in workload_of(e.record.config).metrics},
             "compile s": caches.label(r.compile_seconds, r.compile_cache),
             "first epoch s": _fmt(r.first_epoch_seconds),
             "steady s/epoch (min-max)": steady,
@@ -196,17 +195,17 @@ def summary_frame(group: list[Entry]):
         })
     frame = pd.DataFrame(rows)
     iwae = evaluation_report.iwae_column([e.result for e in group])
-    if iwae:  # beside the two test losses, only when `harness evaluate` has run
-        frame.insert(5, *iwae)
+    if iwae:  # beside the test metrics, only when `harness evaluate` has run
+        frame.insert(3 + len(workload_of(group[0].record.config).metrics), *iwae)
     return frame
 
 
 def _summary_section(entries: list[Entry]) -> list[str]:
+    metrics = workload_of(entries[0].record.config).metrics
     lines = ["## Summary", "",
-             "test_loss: per test sample, z = mu. test_loss_sampled: one z ~ q(z|x) (single-sample negative "
-             "ELBO). Steady = epochs after the first: median seconds per epoch (min-max). Speed-ups divide "
+             " ".join(f"{m.name}: {m.meaning}." for m in metrics) + " Steady = epochs after the first: median seconds per epoch (min-max). Speed-ups divide "
              "the baseline's steady median by the backend's, on the same device; '-' when either is absent. "
-             "Time to target: seconds from the start of the job (compile included) until test_loss first "
+             f"Time to target: seconds from the start of the job (compile included) until {metrics[0].name} first "
              "fell below the target. '% of probed peak': training GFLOP/s over the probe's matmul peak; 'x floor': "
              "steady s/epoch over the probe's per-epoch floor ('invalid' when a backend of the run came out below "
              "it, see below). Compile s: the warm-up of every shape; '(cold)' when it compiled programs "
@@ -269,15 +268,15 @@ def _figure_sections(entries: list[Entry], out_dir: Path) -> list[str]:
 
     fig_dir = out_dir / FIGURES_DIR
     lines = ["## Loss curves", ""]
-    curves = [figures.Curve(e.label, [x.epoch for x in ep], [x.test_loss for x in ep],
-                            [x.test_loss_sampled for x in ep])
+    metrics = workload_of(entries[0].record.config).metrics
+    curves = [figures.Curve(e.label, [x.epoch for x in ep], {m.name: [x.metrics[m.name] for x in ep] for m in metrics})
               for e in entries if (ep := finite_epochs(e.result))]
     if curves:
         bands, where = calibrated_bands(entries[0].record.config, entries[0].result.device)
-        figures.loss_curves(curves, fig_dir / "loss.png", bands)
-        lines += [f"![test_loss and test_loss_sampled per epoch]({FIGURES_DIR}/loss.png)", "",
-                  "Left: test_loss (z = mu); right: test_loss_sampled (one z ~ q(z|x)); nats per test sample. "
-                  f"Shaded: {where}", ""]
+        figures.loss_curves(curves, {m.name: m.name for m in metrics}, fig_dir / "loss.png", bands)
+        lines += [f"![{' and '.join(m.name for m in metrics)} per epoch]({FIGURES_DIR}/loss.png)", "",
+                  "Panels, left to right: " + "; ".join(f"{m.name}, {m.meaning}" for m in metrics)
+                  + f"; nats per test image. Shaded: {where}", ""]
     else:
         lines += ["No backend finished an epoch.", ""]
 

@@ -18,9 +18,10 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from harness import atomic  # noqa: E402
+from harness.config import ModelConfig  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 from harness.measurement import measure, results, stats
-from harness.sweeps.sweep import SweepState, fmt_ci, load  # noqa: E402
+from harness.sweeps.sweep import SweepState, fmt_ci, load, metric_names  # noqa: E402
 
 REPORT_FILE = "report.md"
 LOSS_FIGURE = "sweep-loss-curves.png"
@@ -39,15 +40,16 @@ def write_sweep_report(sweep_dir: Path, out_dir: Path) -> Path:
     curves = epoch_table(state, sweep_dir)
     parts = [_header(state), _summary_section(state), _comparison_section(state)]
     if not curves.empty:
-        _plot_loss_curves(curves, out_dir / LOSS_FIGURE)
-        parts.append(f"## Loss curves\n\nMean over seeds per backend, band = 95% t-interval (`test_loss`: "
-                     f"z = mu; `test_loss_sampled`: one z ~ q(z|x)).\n\n![loss curves]({LOSS_FIGURE})\n")
+        _plot_loss_curves(curves, metric_names(state.spec), out_dir / LOSS_FIGURE)
+        meanings = "; ".join(f"`{m.name}`: {m.meaning}" for m in workload_of(state).metrics)
+        parts.append(f"## Loss curves\n\nMean over seeds per backend, band = 95% t-interval ({meanings}).\n\n"
+                     f"![loss curves]({LOSS_FIGURE})\n")
         _plot_throughput(state, out_dir / THROUGHPUT_FIGURE)
         parts.append(f"## Throughput\n\nSteady training samples/s of every job (one point per seed), "
                      f"per backend and device.\n\n![throughput]({THROUGHPUT_FIGURE})\n")
     if len(state.spec.latent_dims) > 1 and state.summary:
         _plot_latent(state, out_dir / LATENT_FIGURE)
-        parts.append(f"## Test loss against latent size\n\nFinal `test_loss` (z = mu), mean and 95% "
+        parts.append(f"## Test loss against latent size\n\nFinal `{metric_names(state.spec)[0]}`, mean and 95% "
                      f"interval over seeds.\n\n![latent size]({LATENT_FIGURE})\n")
     from harness.reporting.evaluation_report import sweep_section  # NLL against latent size, latent-2 manifolds
     parts.append(sweep_section(state, sweep_dir, out_dir))
@@ -58,10 +60,14 @@ def write_sweep_report(sweep_dir: Path, out_dir: Path) -> Path:
     return path
 
 
+def workload_of(state: SweepState):
+    return ModelConfig(workload=state.spec.workload).spec()
+
+
 # ---------------------------------------------------------------------------------------- data
 
 def epoch_table(state: SweepState, sweep_dir: Path) -> pd.DataFrame:
-    """One row per epoch of every finished job: backend, device, latent_dim, seed, epoch, losses."""
+    """One row per epoch of every finished job: backend, device, latent_dim, seed, epoch, test metrics."""
     rows = []
     for job in state.jobs:
         if job.status != "ok":
@@ -69,8 +75,7 @@ def epoch_table(state: SweepState, sweep_dir: Path) -> pd.DataFrame:
         record = results.load(sweep_dir / job.run_dir)
         for e in record.results[0].epochs:
             rows.append({"backend": job.backend, "device": job.device, "latent_dim": job.latent_dim,
-                         "seed": job.seed, "epoch": e.epoch, "test_loss": e.test_loss,
-                         "test_loss_sampled": e.test_loss_sampled})
+                         "seed": job.seed, "epoch": e.epoch, **e.metrics})
     return pd.DataFrame(rows)
 
 
@@ -90,7 +95,7 @@ def comparison_sentences(summary: list[dict[str, Any]]) -> list[str]:
 
 def _loss_clause(s: dict[str, Any]) -> str:
     diffs = []
-    for loss in stats.LOSSES:
+    for loss in (k[: -len("_diff")] for k in s if k.endswith("_diff")):
         d, low, high = s[f"{loss}_diff"], s[f"{loss}_diff_ci_low"], s[f"{loss}_diff_ci_high"]
         if d is None or low is None:
             continue
@@ -98,7 +103,8 @@ def _loss_clause(s: dict[str, Any]) -> str:
             diffs.append(f"{loss} {d:+.3f} ({low:+.3f} to {high:+.3f}) against {s['fastest']}")
     if diffs:
         return "with a significant loss difference: " + "; ".join(diffs)
-    if s["test_loss_diff_ci_low"] is None:
+    primary = next(k[: -len("_diff")] for k in s if k.endswith("_diff"))
+    if s[f"{primary}_diff_ci_low"] is None:
         return "loss difference untested (fewer than two common seeds)"
     return "with no significant loss difference"
 
@@ -120,11 +126,10 @@ def _header(state: SweepState) -> str:
 def _summary_section(state: SweepState) -> str:
     if not state.summary:
         return "## Summary\n\nNo job finished ok yet.\n"
+    names = metric_names(state.spec)
     rows = [{"backend": s["backend"], "device": s["device"], "latent": s["latent_dim"], "n": s["n"],
-             "test_loss": fmt_ci(s["test_loss_mean"], s["test_loss_ci_low"], s["test_loss_ci_high"]),
-             "test_loss sd": _fmt(s["test_loss_std"], ".3f"),
-             "test_loss_sampled": fmt_ci(s["test_loss_sampled_mean"], s["test_loss_sampled_ci_low"],
-                                         s["test_loss_sampled_ci_high"]),
+             **{name: fmt_ci(s[f"{name}_mean"], s[f"{name}_ci_low"], s[f"{name}_ci_high"]) for name in names},
+             f"{names[0]} sd": _fmt(s[f"{names[0]}_std"], ".3f"),
              "samples/s": fmt_ci(s["samples_per_second_mean"], s["samples_per_second_ci_low"],
                                  s["samples_per_second_ci_high"], ",.0f"),
              "samples/s sd": _fmt(s["samples_per_second_std"], ",.0f")}
@@ -175,15 +180,15 @@ def _panels(n: int, width: float = 5.0, height: float = 3.6):
     return fig, list(axes[0])
 
 
-def _plot_loss_curves(curves: pd.DataFrame, path: Path) -> None:
-    """Per device x latent size: test_loss (solid) and test_loss_sampled (dashed) per backend, with bands."""
+def _plot_loss_curves(curves: pd.DataFrame, metrics: tuple[str, ...], path: Path) -> None:
+    """Per device x latent size: each test metric per backend (primary solid, the others dashed), with bands."""
     keys = sorted(curves.groupby(["device", "latent_dim"]).groups)
     fig, axes = _panels(len(keys))
     for ax, (device, latent) in zip(axes, keys):
         panel = curves[(curves["device"] == device) & (curves["latent_dim"] == latent)]
         for i, (backend, rows) in enumerate(panel.groupby("backend")):
             color = f"C{i}"
-            for loss, style in (("test_loss", "-"), ("test_loss_sampled", "--")):
+            for loss, style in zip(metrics, ("-", "--", ":", "-.")):
                 band = pd.DataFrame([{"epoch": epoch, **stats.describe(g[loss])}
                                      for epoch, g in rows.groupby("epoch")])
                 label = f"{backend} {loss}"
@@ -216,18 +221,19 @@ def _plot_throughput(state: SweepState, path: Path) -> None:
 
 
 def _plot_latent(state: SweepState, path: Path) -> None:
-    """Final test_loss against latent size, one line per backend, one panel per device."""
+    """The final primary metric against latent size, one line per backend, one panel per device."""
+    primary = metric_names(state.spec)[0]
     summary = pd.DataFrame(state.summary)
     devices = sorted(summary["device"].unique())
     fig, axes = _panels(len(devices))
     for ax, device in zip(axes, devices):
         for backend, rows in summary[summary["device"] == device].groupby("backend"):
             rows = rows.sort_values("latent_dim")
-            mean = rows["test_loss_mean"].astype(float)
-            low = (mean - rows["test_loss_ci_low"].astype(float)).fillna(0)
-            high = (rows["test_loss_ci_high"].astype(float) - mean).fillna(0)
+            mean = rows[f"{primary}_mean"].astype(float)
+            low = (mean - rows[f"{primary}_ci_low"].astype(float)).fillna(0)
+            high = (rows[f"{primary}_ci_high"].astype(float) - mean).fillna(0)
             ax.errorbar(rows["latent_dim"], mean, yerr=[low, high], marker="o", capsize=3, label=backend)
-        ax.set(title=device, xlabel="latent size", ylabel="final test_loss (z = mu)", xscale="log")
+        ax.set(title=device, xlabel="latent size", ylabel=f"final {primary}", xscale="log")
         latents = sorted(summary["latent_dim"].unique())
         ax.set_xticks(latents, labels=[str(z) for z in latents])
         ax.minorticks_off()

@@ -26,7 +26,7 @@ from harness.execution.runner import Interrupted
 from harness.measurement import measure, results
 
 SWEEP_FILE = "sweep.json"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: a job's final test metrics are one dict (1: test_loss, test_loss_sampled)
 EXECUTORS = ("local", "ray")
 # A job in one of these states ran to its end; --resume skips it. A diverged job is a result, not a fault.
 FINISHED = ("ok", "diverged")
@@ -41,6 +41,7 @@ class SweepSpec:
     devices: tuple[str, ...] = ("cpu",)
     seeds: tuple[int, ...] = tuple(parse_seeds(DEFAULT_SEEDS))
     latent_dims: tuple[int, ...] = (ModelConfig().latent_dim,)
+    workload: str = ModelConfig().workload
     epochs: int = 10
     threads: int = 0  # 0 = every core of the machine (local) or of the node running the job (ray)
     compile_mode: str = "default"
@@ -61,7 +62,7 @@ class SweepSpec:
 
     def job_config(self, job: SweepJob, threads: int) -> RunConfig:
         """The RunConfig of one job: a `harness run` of one backend, with this latent size."""
-        model = dataclasses.replace(ModelConfig(), latent_dim=job.latent_dim)
+        model = ModelConfig(workload=self.workload, latent_dim=job.latent_dim)
         return RunConfig(backends=(job.backend,), device=job.device, epochs=self.epochs, seed=job.seed,
                          threads=threads, compile_mode=self.compile_mode, precision=self.precision,
                          train_limit=self.train_limit, test_limit=self.test_limit, timeout=self.timeout,
@@ -97,8 +98,7 @@ class SweepJob:
     wall_seconds: float | None = None      # as the driver saw it, results written
     work_seconds: float | None = None      # setup + compile + training + eval, as the child measured it
     overhead_seconds: float | None = None  # wall - work: process start, imports, data, transfer, writing
-    test_loss: float | None = None         # final epoch, z = mu
-    test_loss_sampled: float | None = None  # final epoch, one sampled z
+    metrics: dict[str, float] | None = None  # the final epoch's test metrics, by the workload's names
     samples_per_second: float | None = None  # training throughput (measure.summarize) on this basis:
     throughput_basis: str | None = None      # "steady", or "first epoch" for a 1-epoch job
 
@@ -111,6 +111,9 @@ class SweepJob:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SweepJob:
+        d = dict(d)
+        if "metrics" not in d and d.get("test_loss") is not None:  # sweep.json schema 1: the VAE's two fields
+            d["metrics"] = {k: d[k] for k in ("test_loss", "test_loss_sampled") if d.get(k) is not None}
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -178,11 +181,15 @@ def load(sweep_dir: str | Path) -> SweepState:
 
 
 def summary_rows(jobs: list[SweepJob]) -> list[dict[str, Any]]:
-    """The inputs of stats.summarize: one row per job that finished ok."""
-    keep = ("backend", "device", "latent_dim", "seed", "test_loss", "test_loss_sampled", "samples_per_second",
-            "throughput_basis")
-    return [{k: getattr(j, k) for k in keep} for j in jobs
-            if j.status == "ok" and None not in (j.test_loss, j.test_loss_sampled, j.samples_per_second)]
+    """The inputs of stats.summarize: one row per job that finished ok, its final metrics as columns."""
+    keep = ("backend", "device", "latent_dim", "seed", "samples_per_second", "throughput_basis")
+    return [{**{k: getattr(j, k) for k in keep}, **j.metrics} for j in jobs
+            if j.status == "ok" and j.metrics and j.samples_per_second is not None]
+
+
+def metric_names(spec: SweepSpec) -> tuple[str, ...]:
+    """The test metrics the sweep's workload reports (the first is the primary one)."""
+    return ModelConfig(workload=spec.workload).spec().metric_names
 
 
 def apply_outcome(job: SweepJob, outcome: JobOutcome) -> None:
@@ -190,14 +197,13 @@ def apply_outcome(job: SweepJob, outcome: JobOutcome) -> None:
     job.status, job.error = outcome.status, outcome.error
     job.node, job.wall_seconds = outcome.node, outcome.wall_seconds
     job.work_seconds = job.overhead_seconds = None
-    job.test_loss = job.test_loss_sampled = job.samples_per_second = job.throughput_basis = None
+    job.metrics = job.samples_per_second = job.throughput_basis = None
     if outcome.record is None or not outcome.record.results:
         return
     result = outcome.record.results[0]
     job.status, job.error, job.cores = result.status, result.error, result.cores
     if result.summary:
-        job.test_loss = result.summary["final_test_loss"]
-        job.test_loss_sampled = result.summary["final_test_loss_sampled"]
+        job.metrics = {name: result.summary[f"final_{name}"] for name in result.epochs[-1].metrics}
         job.samples_per_second = result.summary["train_samples_per_second"]
         job.throughput_basis = measure.basis_of(result.summary)
     if result.epochs:
@@ -227,7 +233,7 @@ def run(state: SweepState, sweep_dir: Path, executor, *,
 
     def on_done(job: SweepJob, outcome: JobOutcome) -> None:
         apply_outcome(job, outcome)
-        state.summary = stats.summarize(summary_rows(state.jobs))
+        state.summary = stats.summarize(summary_rows(state.jobs), metric_names(state.spec))
         checkpoint()
         say(_job_line(next(counter), len(state.jobs), job))
 
@@ -253,8 +259,9 @@ def _raise_keyboard_interrupt(signum, frame):
 
 def _job_line(i: int, n: int, job: SweepJob) -> str:
     where = f" on {job.node}" if job.node else ""
-    if job.status == "ok" and job.test_loss is not None:
-        what = f"test_loss {job.test_loss:.2f}, {job.samples_per_second:,.0f} samples/s"
+    if job.status == "ok" and job.metrics:
+        name, value = next(iter(job.metrics.items()))
+        what = f"{name} {value:.2f}, {job.samples_per_second:,.0f} samples/s"
     else:
         what = job.error or ""
     wall = f" ({job.wall_seconds:.1f} s)" if job.wall_seconds is not None else ""

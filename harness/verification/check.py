@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harness.errors import HarnessError
+from harness.measurement import results
 from harness.verification import agreement
 from harness.verification.targets import (
     Profile,
@@ -20,7 +21,7 @@ from harness.verification.targets import (
 
 
 def default_target_loss() -> float:
-    """Time-to-quality threshold: the top of the full profile's test_loss band at its last epoch."""
+    """Time-to-quality threshold: the top of the full profile's primary-metric band at its last epoch."""
     profile = get_profile("full")
     return profile.per_epoch[profile.epochs].bands["test_loss"].high
 
@@ -64,16 +65,17 @@ def evaluate(record, profile: Profile) -> list[Finding]:
         if record_at is None:
             findings.append(Finding(r.backend, "status", None, f"epoch {epoch}", r.seed, False, "epoch missing"))
             continue
-        at_epoch.setdefault(r.seed, {})[r.backend] = record_at.test_loss
+        at_epoch.setdefault(r.seed, {})[r.backend] = record_at.primary
         for metric, band in targets.bands.items():
-            value = getattr(record_at, metric)
+            value = record_at.value(metric)
             findings.append(Finding(r.backend, metric, value, band.text(), r.seed, band.contains(value)))
+    primary = results.workload_of(record.config).primary_metric
     for seed, losses in sorted(at_epoch.items()):
         gap = agreement.epoch_gaps({b: {epoch: v} for b, v in losses.items()}).get(epoch)
         targets = profile.at(epoch, agreement.experiment(record.config, record.results[0].device))
         if gap is not None and targets is not None:
             tol = targets.max_backend_difference
-            findings.append(Finding(f"{gap.high} vs {gap.low}", f"test_loss gap at epoch {epoch}", gap.value,
+            findings.append(Finding(f"{gap.high} vs {gap.low}", f"{primary} gap at epoch {epoch}", gap.value,
                                     f"<= {tol:g}", seed, gap.value <= tol))
     return findings
 

@@ -1,6 +1,6 @@
 """`python -m harness compare BASE_RUN NEW_RUN [--markdown FILE]`: what changed between two runs.
 
-Per backend and device: the change in test_loss and test_loss_sampled at the last epoch both runs
+Per backend and device: the change in each of the workload's test metrics at the last epoch both runs
 finished, and the change in steady seconds per epoch, each marked when it exceeds the noise we measured.
 The two runs must be one experiment with one seed (harness.verification.agreement); anything else is refused with
 one line that says what differs.
@@ -87,13 +87,16 @@ class Row:
     base: BackendResult | None
     new: BackendResult | None
     epoch: int | None
-    loss: tuple[float | None, float | None]
-    sampled: tuple[float | None, float | None]
+    metrics: dict[str, tuple[float | None, float | None]]  # test metric -> (base, new) at `epoch`
     speed: tuple[Steady | None, Steady | None]
     tolerance: float | None  # same-backend loss tolerance; None = not calibrated
-    loss_flag: int | None
-    sampled_flag: int | None
+    metric_flags: dict[str, int | None]  # test metric -> loss_change
     speed_flag: int | None
+
+    @property
+    def loss_flag(self) -> int | None:
+        """The primary metric's change flag."""
+        return next(iter(self.metric_flags.values()))
 
 
 def _at_common_epoch(base: BackendResult | None, new: BackendResult | None):
@@ -124,17 +127,17 @@ def compare(base_dir: Path, new_dir: Path) -> list[Row]:
     base_rec, new_rec = results.load(base_dir), results.load(new_dir)
     check_comparable(base_dir, base_rec.config, new_dir, new_rec.config)
     keys = list(dict.fromkeys((r.backend, r.device) for r in base_rec.results + new_rec.results))
+    names = results.workload_of(new_rec.config).metric_names
     rows = []
     for backend, device in keys:
         # A run holds one seed per backend and device; a sweep's first match stands for it.
         b = next((r for r in base_rec.results if (r.backend, r.device) == (backend, device)), None)
         n = next((r for r in new_rec.results if (r.backend, r.device) == (backend, device)), None)
         epoch, eb, en = _at_common_epoch(b, n)
-        loss = (eb.test_loss, en.test_loss) if epoch else (None, None)
-        sampled = (eb.test_loss_sampled, en.test_loss_sampled) if epoch else (None, None)
+        metrics = {name: (eb.metrics[name], en.metrics[name]) if epoch else (None, None) for name in names}
         speed, tol = (steady(b), steady(n)), same_backend_tolerance(b, n)
-        rows.append(Row(backend, device, b, n, epoch, loss, sampled, speed, tol,
-                        loss_change(*loss, tol), loss_change(*sampled, tol), speed_change(*speed)))
+        rows.append(Row(backend, device, b, n, epoch, metrics, speed, tol,
+                        {name: loss_change(*pair, tol) for name, pair in metrics.items()}, speed_change(*speed)))
     return rows
 
 
@@ -172,8 +175,8 @@ def table_rows(rows: list[Row]) -> list[dict[str, str]]:
         "backend": r.backend, "device": r.device,
         "status": f"{_status(r.base)} → {_status(r.new)}",
         "epoch": "-" if r.epoch is None else str(r.epoch),
-        "test_loss (z = mu)": _loss_cell(r.loss), "loss change": _loss_mark(r.loss_flag, r.loss),
-        "test_loss_sampled": _loss_cell(r.sampled), "sampled change": _loss_mark(r.sampled_flag, r.sampled),
+        **{k: v for name, pair in r.metrics.items()
+           for k, v in ((name, _loss_cell(pair)), (f"{name} change", _loss_mark(r.metric_flags[name], pair)))},
         "steady s/epoch (min-max)": _speed_cell(r.speed), "speed change": SPEED_MARKS[r.speed_flag],
     } for r in rows]
 

@@ -18,10 +18,10 @@ import tomli_w
 
 from harness import atomic
 from harness.errors import HarnessError
+from harness.measurement.results import workload_of
 from harness.verification.agreement import epoch_gaps, experiment, mismatch
 
 TARGETS_FILE = Path(__file__).with_name("targets.toml")
-METRICS = ("test_loss", "test_loss_sampled", "train_loss")
 # Band rule: [min - margin, max + margin] of the calibration runs at that epoch, margin =
 # max(MIN_MARGIN, MARGIN_FRACTION * (max - min)); seed-to-seed spread dominates, so the margin scales with it.
 MIN_MARGIN = 1.0
@@ -96,12 +96,14 @@ def load_targets(path: Path | None = None) -> dict[str, Profile]:
 
 
 def _profile(name: str, p: dict) -> Profile:
+    # Bands exist for the train loss and the test metrics of the workload the profile was calibrated on.
+    known = {"train_loss", *workload_of({"model": p.get("calibrated_on", {}).get("model") or {}}).metric_names}
     per_epoch = {}
     for e in p.get("per_epoch", []):
         bands = {m: Band(float(b["low"]), float(b["high"]), str(b.get("derivation", "")))
                  for m, b in e.get("bands", {}).items()}
-        if set(bands) - set(METRICS):
-            raise ValueError(f"unknown metric(s) {sorted(set(bands) - set(METRICS))} in profile {name!r}")
+        if set(bands) - known:
+            raise ValueError(f"unknown metric(s) {sorted(set(bands) - known)} in profile {name!r}")
         if any(b.low > b.high for b in bands.values()):
             raise ValueError(f"a band of {name} epoch {e['epoch']} has low > high")
         per_epoch[int(e["epoch"])] = EpochTargets(int(e["epoch"]), bands, float(e["max_backend_difference"]),
@@ -173,7 +175,8 @@ def calibrated_profile(profile: Profile, records: list[tuple[str, Any]]) -> Prof
     if not records:
         raise HarnessError("calibration needs at least one run")
     exp = experiment(records[0][1].config)
-    values: dict[int, dict[str, list[float]]] = {e: {m: [] for m in METRICS} for e in range(1, profile.epochs + 1)}
+    metrics = (*workload_of(records[0][1].config).metric_names, "train_loss")
+    values: dict[int, dict[str, list[float]]] = {e: {m: [] for m in metrics} for e in range(1, profile.epochs + 1)}
     gaps: dict[int, list[tuple[float, int, str]]] = {e: [] for e in values}
     for folder, rec in records:
         if (why := mismatch(exp, experiment(rec.config))) is not None:
@@ -183,15 +186,15 @@ def calibrated_profile(profile: Profile, records: list[tuple[str, Any]]) -> Prof
                    or len(by_backend[b].epochs) < profile.epochs]
         if missing:
             raise HarnessError(f"calibration run {folder} lacks {profile.epochs} ok epoch(s) of: {', '.join(missing)}")
-        losses = {b: {e.epoch: e.test_loss for e in by_backend[b].epochs} for b in profile.backends}
+        losses = {b: {e.epoch: e.primary for e in by_backend[b].epochs} for b in profile.backends}
         seed = int(rec.config.get("seed", 0))
         for epoch, gap in epoch_gaps(losses).items():
             if epoch in gaps:
                 gaps[epoch].append((gap.value, seed, f"{gap.high} vs {gap.low}"))
         for b in profile.backends:
             for e in by_backend[b].epochs[:profile.epochs]:
-                for m in METRICS:
-                    values[e.epoch][m].append(getattr(e, m))
+                for m in metrics:
+                    values[e.epoch][m].append(e.value(m))
     per_epoch = {}
     for epoch, per_metric in values.items():
         allowed, why = derive_agreement(gaps[epoch])

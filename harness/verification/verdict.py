@@ -69,7 +69,7 @@ def groups(entries: list) -> list[Group]:
         if len(members) < 2:
             continue
         exp = json.loads(exp_text)
-        losses = {e.label: {r.epoch: r.test_loss for r in finite_epochs(e.result)} for e in members}
+        losses = {e.label: {r.epoch: r.primary for r in finite_epochs(e.result)} for e in members}
         judged = {}
         for epoch, gap in agreement.epoch_gaps(losses).items():
             found = targets_at(profiles, epoch, exp)

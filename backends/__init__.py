@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from harness.errors import HarnessError
 
@@ -21,18 +21,36 @@ class BackendSpec:
     extra: str      # the pip extra that installs it
     description: str
     compiler: str = ""  # whose persistent compile cache its warm-up uses: "jax", "inductor" or "" (none)
+    # The engine's own options (RunConfig.engine_options[name]): option -> allowed values, default first.
+    options: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 
 REGISTRY: dict[str, BackendSpec] = {
     "torch": BackendSpec("backends.torch_eager", "TorchEagerBackend", "torch", "torch",
                          "PyTorch eager, data on the device, loss accumulated on the device"),
     "torch-compile": BackendSpec("backends.torch_compile", "TorchCompileBackend", "torch", "torch",
-                                 "torch.compile; on CUDA the whole step replayed as one CUDA graph (arrangement per device and mode in backend_info)", compiler="inductor"),
+                                 "torch.compile; on CUDA the whole step replayed as one CUDA graph (arrangement per device and mode in backend_info)", compiler="inductor",
+                                 options={"mode": COMPILE_MODES}),
     "torch-reference": BackendSpec("backends.torch_reference", "TorchReferenceBackend", "torch", "torch",
                                    "the pytorch/examples vae/main.py loop as users know it"),
     "jax": BackendSpec("backends.jax_flax", "JaxBackend", "jax", "jax",
                        "Flax NNX + Optax adam, jitted lax.scan epoch with donated state", compiler="jax"),
 }
+
+
+def check_options(engine_options: dict[str, dict]) -> None:
+    """Fail with one line on an option an engine does not declare, or a value it does not allow."""
+    for name, given in engine_options.items():
+        check_names([name])
+        declared = REGISTRY[name].options
+        for option, value in given.items():
+            if option not in declared:
+                raise HarnessError(f"backend {name!r} has no option {option!r}"
+                                   + (f"; its options: {', '.join(declared)}" if declared else ""))
+            if value not in declared[option]:
+                raise HarnessError(f"{name} {option} {value!r}: choose from {', '.join(declared[option])}")
 
 
 def register(name: str, spec: BackendSpec) -> None:

@@ -21,8 +21,7 @@ def framework_info(backend: str, config: RunConfig, described: dict[str, Any] | 
         info.update(torch=torch.__version__, torch_threads=torch.get_num_threads(),
                     torch_cuda=torch.version.cuda,
                     matmul_precision=torch.get_float32_matmul_precision())
-        if backend == "torch-compile":
-            info["compile_mode"] = config.compile_mode
+        info.update(config.options(backend))  # the engine's own options, e.g. torch-compile's mode
     if "jax" in sys.modules:
         import jax
         info.update(jax=jax.__version__, jax_backend=jax.default_backend(),

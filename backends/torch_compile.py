@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from backends import COMPILE_MODES
 from backends import torch_common as tc
 from backends.base import Noise
 from backends.torch_eager import TorchEagerBackend
@@ -89,7 +90,7 @@ class TorchCompileBackend(TorchEagerBackend):
     name = "torch-compile"
 
     def setup(self, params, train_x, test_x, config) -> None:
-        self.mode = config.compile_mode
+        self.mode = config.options(self.name).get("mode", COMPILE_MODES[0])
         self.arrangement = arrangement(config.device, self.mode)
         self.graphs: StepGraphs | None = None
         super().setup(params, train_x, test_x, config)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -75,7 +76,11 @@ class RunConfig:
     epochs: int = 10
     seed: int = 1
     threads: int = 0  # 0 = every core of the machine; resolved before the run starts
-    compile_mode: str = "default"
+    # Options of one engine, by backend name, read by that engine alone (e.g. {"torch-compile": {"mode":
+    # "reduce-overhead"}}); backends/__init__.py declares each engine's options and their values.
+    engine_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Precision is the experiment's, not one engine's: every engine runs it, and runs of different
+    # precision are never compared (harness/verification/agreement.py).
     precision: str = "float32"  # "float32" (true fp32) or "tf32" (opt-in, GPU only)
     train_limit: int = 0  # 0 = all 60000; tests use a few hundred samples
     test_limit: int = 0
@@ -94,12 +99,18 @@ class RunConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def options(self, backend: str) -> dict[str, Any]:
+        """The engine options given for `backend` ({} = its defaults)."""
+        return dict(self.engine_options.get(backend, {}))
+
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
         d = dict(d)
         d["backends"] = tuple(d.get("backends", ()))
         d["model"] = ModelConfig.from_dict(d.get("model", {}))
         d.setdefault("noise", "framework")  # records written before the field existed used framework noise
+        if "compile_mode" in d:  # records written before engine options: torch-compile's mode was global
+            d.setdefault("engine_options", {}).setdefault("torch-compile", {"mode": d.pop("compile_mode")})
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 

@@ -68,7 +68,7 @@ def test_torch_compile_does_not_recompile_after_warmup(mnist, mode):
     torch._dynamo.reset()  # compile afresh: the recompile limit counts the compiled backends of earlier tests
     n = 300  # 2 full batches and a partial one of 44: both shapes must be warmed up
     b = backends.create("torch-compile")
-    b.setup(parity.init_params(1), mnist.train_x[:n], mnist.test_x[:200], RunConfig(train_limit=n, compile_mode=mode))
+    b.setup(parity.init_params(1), mnist.train_x[:n], mnist.test_x[:200], RunConfig(train_limit=n, engine_options={"torch-compile": {"mode": mode}}))
     assert b.describe()["arrangement"] == "compiled-step"
     b.warmup()
     frames = dict(torch._dynamo.utils.counters["frames"])

@@ -80,7 +80,7 @@ def test_restored_state_is_placed_like_a_real_step_on_cuda(kw):
 @pytest.mark.parametrize("name,mode", [("torch", "default")] + [("torch-compile", m) for m in MODES])
 def test_restore_before_the_first_step_puts_adam_state_on_the_gpu(name, mode):
     """The crash of `parity --device cuda` and `--resume`: fused Adam found its `step` on the CPU."""
-    b = small_backend(name, device="cuda", compile_mode=mode)
+    b = small_backend(name, device="cuda", engine_options={"torch-compile": {"mode": mode}})
     b.set_state(b.get_state())
     for s in b.opt.state.values():
         assert s["step"].device.type == "cuda" and s["step"].dtype == torch.float32
@@ -90,7 +90,7 @@ def test_restore_before_the_first_step_puts_adam_state_on_the_gpu(name, mode):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_every_compile_mode_warms_up_once_and_matches_the_reference(mode, chain):
-    b = small_backend("torch-compile", device="cuda", compile_mode=mode)
+    b = small_backend("torch-compile", device="cuda", engine_options={"torch-compile": {"mode": mode}})
     assert b.describe()["arrangement"] == ARRANGEMENT[mode]
     before = b.get_state()
     b.warmup()
@@ -119,7 +119,7 @@ def device_batches(b, e: int):
 def test_graph_replay_equals_the_plain_step(mode):
     """Teacher-forced: from the same restored state, one graph replay and one uncaptured call of the
     same step give the same loss and the same new state, for full and partial batches."""
-    b = small_backend("torch-compile", device="cuda", compile_mode=mode)
+    b = small_backend("torch-compile", device="cuda", engine_options={"torch-compile": {"mode": mode}})
     b.warmup()
     epoch(b, 1)  # Adam history first: a first Adam step would amplify any rounding difference to ~lr
     state = b.get_state()

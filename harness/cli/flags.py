@@ -72,8 +72,8 @@ def add_run_flags(p: argparse.ArgumentParser, default_epochs: int | None = 10) -
                    help="training batch size (default 128, the reference's; recorded in the results)")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads per backend, the same for all (default: every core)")
-    p.add_argument("--compile-mode", default="default",
-                   choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"))
+    p.add_argument("--compile-mode", default=backends.COMPILE_MODES[0], choices=backends.COMPILE_MODES,
+                   help="torch-compile's torch.compile mode (its engine option 'mode')")
     p.add_argument("--allow-tf32", action="store_true", help="let float32 matmuls use TF32 (GPU; recorded)")
     p.add_argument("--noise", choices=NOISE_SOURCES, default="harness",
                    help="harness (default): every backend gets the same noise arrays; framework: each "
@@ -94,15 +94,23 @@ def run_config(args) -> RunConfig:
     if args.batch_size is not None:
         model = dataclasses.replace(model, batch_size=args.batch_size)
     device = measure.resolve_device(args.device, backends.frameworks(args.backends))
-    return RunConfig(
+    config = RunConfig(
         model=model, backends=args.backends, device=device,
         epochs=getattr(args, "epochs", 1), seed=getattr(args, "seed", 1),
-        threads=args.threads or len(os.sched_getaffinity(0)), compile_mode=args.compile_mode,
+        threads=args.threads or len(os.sched_getaffinity(0)),
+        engine_options=compile_options(args.backends, args.compile_mode),
         precision="tf32" if args.allow_tf32 else "float32",
         train_limit=args.train_limit or 0, test_limit=args.test_limit or 0, timeout=args.timeout,
         target_loss=args.target_loss if getattr(args, "target_loss", None) is not None else default_target(),
         repeats=getattr(args, "repeats", 0), noise=args.noise, cold_compile=args.cold_compile,
     )
+    backends.check_options(config.engine_options)
+    return config
+
+
+def compile_options(names, mode: str) -> dict[str, dict[str, str]]:
+    """--compile-mode as torch-compile's engine option (recorded only when torch-compile runs)."""
+    return {"torch-compile": {"mode": mode}} if "torch-compile" in names else {}
 
 
 def default_target() -> float:

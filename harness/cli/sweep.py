@@ -161,7 +161,7 @@ def add_subcommands(sub) -> None:
     p.add_argument("--threads", type=flags.positive_int, default=None,
                    help="CPU threads per job (default: every core of the machine, or of the Ray node)")
     p.add_argument("--compile-mode", dest="compile_mode", default=None,
-                   choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"))
+                   choices=backends.COMPILE_MODES, help="torch-compile's torch.compile mode")
     p.add_argument("--allow-tf32", dest="allow_tf32", action="store_true")
     p.add_argument("--timeout", type=flags.non_negative_float, default=None, help="seconds per job (0 = none)")
     p.add_argument("--target-loss", dest="target_loss", type=float, default=None)

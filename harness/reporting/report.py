@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from harness import atomic
-from harness.config import ModelConfig
+from harness.config import ModelConfig, RunConfig
 from harness.errors import HarnessError
 from harness.execution import caches
 from harness.measurement import floor, measure, results
@@ -346,8 +346,8 @@ def _environment_lines(record: RunRecord) -> dict[str, Any]:
         "environment variables": ", ".join(f"{k}={v}" for k, v in (env.get("env") or {}).items() if v) or "none set",
         "git": f"{git.get('commit')}{' (dirty)' if git.get('dirty') else ''}" if git.get("commit") else "unknown",
         "run": (f"device {cfg.get('device')}, seed {cfg.get('seed')}, {cfg.get('epochs')} epochs, "
-                f"{cfg.get('threads')} threads, precision {cfg.get('precision')}, compile mode "
-                f"{cfg.get('compile_mode')}, train/test limit {cfg.get('train_limit') or 'all'}/"
+                f"{cfg.get('threads')} threads, precision {cfg.get('precision')}, workload "
+                f"{workload_of(cfg).name}, engine options {RunConfig.from_dict(cfg).engine_options or 'none'}, train/test limit {cfg.get('train_limit') or 'all'}/"
                 f"{cfg.get('test_limit') or 'all'}, timeout {cfg.get('timeout')} s, target {cfg.get('target_loss')}"),
         "model": ", ".join(f"{k} {v}" for k, v in model.items()),
     }

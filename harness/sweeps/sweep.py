@@ -64,7 +64,8 @@ class SweepSpec:
         """The RunConfig of one job: a `harness run` of one backend, with this latent size."""
         model = ModelConfig(workload=self.workload, latent_dim=job.latent_dim)
         return RunConfig(backends=(job.backend,), device=job.device, epochs=self.epochs, seed=job.seed,
-                         threads=threads, compile_mode=self.compile_mode, precision=self.precision,
+                         threads=threads, engine_options={"torch-compile": {"mode": self.compile_mode}}
+                         if job.backend == "torch-compile" else {}, precision=self.precision,
                          train_limit=self.train_limit, test_limit=self.test_limit, timeout=self.timeout,
                          target_loss=self.target_loss, cold_compile=self.cold_compile, model=model)
 

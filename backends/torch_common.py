@@ -23,7 +23,7 @@ def build_model(m: ModelConfig) -> nn.Module:
 
 
 def loss_sum(logits, x, mu, logvar):
-    """Batch sum of BCE + analytic KL, the reference's loss_function.
+    """Batch sum of BCE + analytic KL, pytorch/examples' loss_function.
 
     BCE is computed from the logits (softplus form), which equals BCE(sigmoid(logits), x) exactly in
     real arithmetic and avoids the log(0) clamp of F.binary_cross_entropy in float32.

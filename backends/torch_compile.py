@@ -15,7 +15,7 @@ Three arrangements; `describe()` reports the one a run used:
   (AOTAutograd compiles the backward with it) and `optimizer.step()` compiled as its own graph.
 
 Shapes are static (`dynamic=False`): the run uses the full batch, the final partial batch
-(60000 = 468 * 128 + 96, kept as in the reference) and the eval pass, and `warmup()` compiles (and
+(60000 = 468 * 128 + 96, kept as in pytorch/examples) and the eval pass, and `warmup()` compiles (and
 captures) each of them once before timing starts, on a saved copy of the state that is restored in
 place afterwards. Nothing recompiles after that (tests/test_backends.py checks dynamo's counters).
 """

@@ -1,4 +1,4 @@
-"""PyTorch eager backend: the reference model and loss, written the way a PyTorch expert would run it.
+"""PyTorch eager backend: the workload's model and the VAE loss, written the way a PyTorch expert would run it.
 
 Differences from the pytorch/examples loop are about speed only: the dataset lives on the device as
 one tensor and batches are gathered by index (no DataLoader, no per-sample Python work), the epoch's

@@ -33,10 +33,10 @@ class ModelConfig:
     adam_eps: float = 1e-8  # added outside the square root, as in torch.optim.Adam and optax.adam
     batch_size: int = 128
     # Loss: per-sample sum of Bernoulli BCE over the 784 pixels plus the analytic KL(q(z|x) || N(0, I)).
-    # Train loss is reported per sample (sum over the epoch / number of samples), like the reference.
+    # Train loss is reported per sample (sum over the epoch / number of samples), like pytorch/examples.
     loss: str = "bce_sum + analytic_kl"
     pixel_scale: str = "byte / 255 (not binarized)"
-    # The reference keeps the final partial batch (60000 = 468 * 128 + 96); so do we, in every backend.
+    # pytorch/examples keeps the final partial batch (60000 = 468 * 128 + 96); so do we, in every backend.
     drop_last: bool = False
 
     def spec(self) -> Workload:

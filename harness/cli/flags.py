@@ -69,7 +69,7 @@ def add_run_flags(p: argparse.ArgumentParser, default_epochs: int | None = 10) -
     if default_epochs is not None:
         p.add_argument("--epochs", type=positive_int, default=default_epochs)
     p.add_argument("--batch-size", type=positive_int, default=None,
-                   help="training batch size (default 128, the reference's; recorded in the results)")
+                   help="training batch size (default 128, pytorch/examples'; recorded in the results)")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads per backend, the same for all (default: every core)")
     p.add_argument("--compile-mode", default=backends.COMPILE_MODES[0], choices=backends.COMPILE_MODES,

@@ -9,7 +9,7 @@ from harness.verification.parity import KINK_BUDGET, LOSS_RTOL, STEP_RTOL, run
 
 
 def add_subcommands(sub) -> None:
-    p = sub.add_parser("parity", help="lockstep every backend against the float64 NumPy reference")
+    p = sub.add_parser("parity", help="lockstep every backend against the float64 NumPy oracle")
     add_run_flags(p, default_epochs=None)
     p.add_argument("--steps", type=positive_int, default=50)
     p.add_argument("--seed", type=int, default=1)
@@ -37,7 +37,7 @@ def cmd_parity(args, argv) -> int:
         doc = parity_report.to_dict(reports, config, args.steps, list(argv),
                                     framework_info("parity", config))
         parity_report.write(args.out, doc)
-    table = Table(title=f"lockstep parity over {args.steps} teacher-forced steps vs the float64 reference: "
+    table = Table(title=f"lockstep parity over {args.steps} teacher-forced steps vs the float64 oracle: "
                         f"worst |diff| / max|ref| per tensor (tolerance {STEP_RTOL:g})")
     table.add_column("parameter")
     for r in reports:
@@ -53,9 +53,9 @@ def cmd_parity(args, argv) -> int:
         console.print(f"wrote {args.out / 'parity.json'} and {args.out / 'parity.md'}")
     bad = [r.backend for r in reports if not r.ok]
     if bad:
-        console.print(f"[red]disagree with the reference: {', '.join(bad)}[/red]")
+        console.print(f"[red]disagree with the oracle: {', '.join(bad)}[/red]")
         return 1
-    console.print(f"all {len(reports)} backends agree with the float64 reference")
+    console.print(f"all {len(reports)} backends agree with the float64 oracle")
     return 0
 
 

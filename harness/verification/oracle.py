@@ -37,7 +37,7 @@ from harness.config import ModelConfig
 # are the gate. The subtlest bug, mean vs sum loss, shows only through Adam's eps (Adam is otherwise
 # scale invariant), so the per-step losses are compared too. The measured figures and their committed
 # source (benchmarks/parity_tolerance.py -> reports/parity-tolerance) are in docs/correctness.md.
-# ATOL is a floor for a tensor whose reference is ~0 (none in this model): a few float32 ulps of a
+# ATOL is a floor for a tensor whose oracle value is ~0 (none in this model): a few float32 ulps of a
 # typical weight, negligible next to RTOL * rms(ref).
 PARITY_RTOL = 1e-4
 PARITY_ATOL = 1e-8
@@ -109,10 +109,10 @@ def train_steps(
 
 
 def compare(
-    reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray],
+    oracle: dict[str, np.ndarray], candidate: dict[str, np.ndarray],
     rtol: float = PARITY_RTOL, atol: float = PARITY_ATOL,
 ) -> list[dict]:
-    """Per-tensor parity of a backend's parameters (candidate) against the float64 reference.
+    """Per-tensor parity of a backend's parameters (candidate) against the float64 oracle.
 
     Decision metric, per tensor: d = cand - ref, rms(a) = sqrt(mean(a**2));
     ok iff every candidate value is finite and rms(d) <= atol + rtol * rms(ref).
@@ -123,11 +123,11 @@ def compare(
     by O(lr) (see PARITY_RTOL; measurements in docs/correctness.md). max_abs_err and
     max_rel_err = max|d| / max|ref| are reported to locate a failure, not to decide it.
 
-    Returns one dict per reference tensor, in the reference's order: name, shape, max_abs_err,
+    Returns one dict per oracle tensor, in the oracle's order: name, shape, max_abs_err,
     max_rel_err, rms_err, rms_rel_err, ok. A missing tensor or a shape mismatch raises ValueError:
     that is a wiring bug, not a numerical difference.
     """
-    missing = sorted(set(reference) - set(candidate))
+    missing = sorted(set(oracle) - set(candidate))
     if missing:
         raise ValueError(f"candidate lacks parameters: {', '.join(missing)}")
 
@@ -135,11 +135,11 @@ def compare(
         return num / den if den > 0 else (0.0 if num == 0 else float("inf"))
 
     rows = []
-    for name, ref in reference.items():
+    for name, ref in oracle.items():
         ref = np.asarray(ref, dtype=np.float64)
         cand = np.asarray(candidate[name], dtype=np.float64)
         if ref.shape != cand.shape:
-            raise ValueError(f"{name}: candidate shape {cand.shape}, reference shape {ref.shape}")
+            raise ValueError(f"{name}: candidate shape {cand.shape}, oracle shape {ref.shape}")
         diff = np.abs(cand - ref)  # NaN where the candidate is NaN, so every error below is NaN too
         rms_err, rms_ref = float(np.sqrt(np.mean(diff**2))), float(np.sqrt(np.mean(ref**2)))
         max_err = float(np.max(diff))

@@ -4,14 +4,14 @@ All backends start from the same `init_params(seed)` and take N Adam steps on id
 with the reparameterisation noise supplied by the harness as arrays; the workload's float64 oracle (with
 harness/verification/oracle.py's Adam) runs the same steps and judges. Equal-looking losses from a full run are not proof; this is.
 
-Teacher forcing. Before each step every backend is set to the reference's state (params and Adam
-moments, rounded to float32), takes one step, and its new params are compared with the reference's.
+Teacher forcing. Before each step every backend is set to the oracle's state (params and Adam
+moments, rounded to float32), takes one step, and its new params are compared with the oracle's.
 Why not let each backend run free for N steps: a ReLU input within float32 rounding of zero may take
 the other branch in a correct float32 backend, and Adam's normalised steps then spread that legitimate
 difference chaotically until it is as large as a real bug. From a common state each step is checked
 strictly and nothing compounds. The free-running distance is still reported, for information.
 
-Pass rule, per backend, over all N steps: every per-step batch loss within LOSS_RTOL of the reference,
+Pass rule, per backend, over all N steps: every per-step batch loss within LOSS_RTOL of the oracle,
 and in each step at most KINK_BUDGET parameter entries outside STEP_RTOL * max|ref| of their tensor.
 The measured counts behind these constants, for correct backends and for mutants, are in
 docs/correctness.md with the committed runs (reports/parity-cpu*) they come from.
@@ -48,7 +48,7 @@ KINK_BUDGET = 64
 
 @dataclass
 class BackendParity:
-    """How one backend's lockstep run compares with the reference."""
+    """How one backend's lockstep run compares with the oracle."""
 
     backend: str
     worst: dict[str, float]          # per tensor: largest |cand - ref| / max|ref| over all steps
@@ -154,7 +154,7 @@ def run_backend(name: str, chain: OracleChain, config: RunConfig, free_running: 
 
 def run(names: list[str], train_x: np.ndarray, steps: int, config: RunConfig,
         free_running: bool = True) -> list[BackendParity]:
-    """Lockstep every backend in `names` against the float64 reference."""
+    """Lockstep every backend in `names` against the float64 oracle."""
     m = config.model
     params = init_params(config.seed, m)
     batches, noise = lockstep_inputs(train_x, steps, config.seed, m.batch_size, m.latent_dim)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from harness.cli.flags import add_run_flags, run_config, seed_list
+from harness.cli.flags import add_run_flags, positive_int, run_config, seed_list
 from harness.config import RunConfig
 from harness.errors import HarnessError
 from harness.verification.check import evaluate
@@ -18,6 +18,8 @@ from harness.verification.targets import (
     write_targets,
 )
 
+
+ALL_BACKENDS = ("torch-reference", "torch", "torch-compile", "jax")  # a new profile's, unless --backends
 
 def add_subcommands(sub) -> None:
     p = sub.add_parser("check", help="run a loss-target profile and fail on any out-of-band metric")
@@ -40,6 +42,8 @@ def add_subcommands(sub) -> None:
                         "instead of training")
     p.add_argument("--targets", type=Path, default=TARGETS_FILE)
     p.add_argument("--write", action="store_true", help="write the targets into the targets file")
+    p.add_argument("--epochs", type=positive_int, default=None,
+                   help="create the profile if the targets file lacks it, with this many epochs (check seed 1)")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--no-probe", action="store_true", help="skip the matmul peak / floor probe")
     add_run_flags(p, default_epochs=None)
@@ -49,6 +53,8 @@ def add_subcommands(sub) -> None:
 def _profile_config(args, profile: Profile, seed: int) -> RunConfig:
     args.backends = args.backends or profile.backends
     args.seed, args.epochs, args.target_loss = seed, profile.epochs, None
+    # A calibrated profile trains the workload it was calibrated on (--workload only names a new one's).
+    args.workload = (profile.calibrated_on.get("model") or {}).get("workload", args.workload)
     return run_config(args)
 
 
@@ -100,9 +106,11 @@ def cmd_calibrate(args, argv) -> int:
     from harness.measurement import results
     from harness.reporting.console import console
     profiles = load_targets(args.targets) if args.targets.exists() else {}
-    if args.profile not in profiles:
-        raise HarnessError(f"unknown profile {args.profile!r} in {args.targets}")
-    profile = profiles[args.profile]
+    if args.profile not in profiles and args.epochs is None:
+        raise HarnessError(f"unknown profile {args.profile!r} in {args.targets}; give --epochs to create it")
+    profile = profiles.get(args.profile) or Profile(args.profile, args.epochs, tuple(args.backends or ALL_BACKENDS), seed=1)
+    if args.epochs is not None and args.epochs != profile.epochs:
+        raise HarnessError(f"profile {profile.name!r} has {profile.epochs} epoch(s), not {args.epochs}")
     if args.from_runs:
         records = [(d, results.load(d)) for d in args.from_runs]
     else:

@@ -25,6 +25,7 @@ class BackendSpec:
     options: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
+JAX_EPOCHS = ("auto", "scan", "loop")  # the jax engine's epoch: see backends/jax_flax.py epoch_arrangement
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 
 REGISTRY: dict[str, BackendSpec] = {
@@ -36,7 +37,8 @@ REGISTRY: dict[str, BackendSpec] = {
     "torch-reference": BackendSpec("backends.torch_reference", "TorchReferenceBackend", "torch", "torch",
                                    "the pytorch/examples vae/main.py loop as users know it"),
     "jax": BackendSpec("backends.jax_flax", "JaxBackend", "jax", "jax",
-                       "Flax NNX + Optax adam, jitted lax.scan epoch with donated state", compiler="jax"),
+                       "Flax NNX + Optax adam, jitted lax.scan epoch (or loop of jitted steps) with donated state",
+                       compiler="jax", options={"epoch": JAX_EPOCHS}),
 }
 
 

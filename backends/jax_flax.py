@@ -24,9 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from backends import JAX_EPOCHS
 from backends.base import Metrics, Noise, per_sample
 from backends.jax_programs import flax_model, make_adam, programs
-from harness.config import RunConfig
+from harness.config import ModelConfig, RunConfig
 from harness.errors import HarnessError
 
 # True float32 matmuls by default (setup() switches to TF32 only when a run asks for it). Set at import
@@ -53,10 +54,26 @@ def resolve_device(name: str) -> jax.Device:
     raise HarnessError(f"unknown device {name!r} for the jax backend (use cpu, cuda or cuda:N)")
 
 
+def epoch_arrangement(option: str, device: jax.Device, m: ModelConfig) -> str:
+    """'scan' or 'loop' for the engine option `epoch` ('auto', 'scan' or 'loop').
+
+    auto = scan (one program per epoch, no per-batch dispatch), except for a convolutional workload on
+    the CPU: XLA:CPU runs the convolutions inside the scan's loop body far slower than the same step
+    as a program of its own (conv-vae, 10 batches: 13.9 s per batch scanned, 0.52 s looped, Intel CPU,
+    machine busy; docs/performance.md), so there a Python loop of jitted steps is the faster epoch.
+    """
+    if option not in JAX_EPOCHS:
+        raise HarnessError(f"jax epoch {option!r}: choose from {', '.join(JAX_EPOCHS)}")
+    if option != "auto":
+        return option
+    return "loop" if device.platform == "cpu" and m.spec().convolutional else "scan"
+
+
 class JaxBackend:
     """`jax`: Flax NNX + Optax adam, one jitted lax.scan per epoch with donated state, float32."""
 
     name = "jax"
+    epoch = "scan"  # set per run in setup() (engine option `epoch`); the class default describes the usual case
 
     def setup(self, params, train_x, test_x, config: RunConfig) -> None:
         # Read at trace time, so it must be set before anything is traced.
@@ -66,6 +83,7 @@ class JaxBackend:
         self.device = resolve_device(config.device)
         self.n = train_x.shape[0]
         self.own_noise = config.noise == "framework"
+        self.epoch = epoch_arrangement(config.options(self.name).get("epoch", JAX_EPOCHS[0]), self.device, self.m)
         self.fn = programs(self.m, make_adam)  # this module's make_adam: profile_backends.py swaps it
         self._compiled = False
         self.train_x = self._put(train_x)
@@ -86,16 +104,30 @@ class JaxBackend:
         self._compiled = True
 
     def _compile_training(self) -> None:
-        self._epoch_exe = self.fn.epoch.lower(self.state, self.train_x, self._spec((self.n,), jnp.int32),
-                                              self._eps_spec(self.n)).compile()
+        perm_spec = self._spec((self.n,), jnp.int32)
+        if self.epoch == "scan":
+            self._epoch_exe = self.fn.epoch.lower(self.state, self.train_x, perm_spec, self._eps_spec(self.n)).compile()
+            return
+        # loop: one executable per distinct batch size (the full batch and the kept partial one)
+        args = (self.state, self._spec((), jnp.float32), self.train_x, perm_spec, self._eps_spec(self.n),
+                self._spec((), jnp.int32))
+        self._batch_exe = {size: self.fn.batch_step.lower(*args, size).compile()
+                           for size in set(self.m.batch_sizes(self.n))}
 
     def train_epoch(self, perm: np.ndarray, noise: Noise) -> float:
         if not self._compiled:
             self.warmup()
         if len(perm) != self.n:
             raise HarnessError(f"permutation of length {len(perm)} for a training set of {self.n}")
-        self.state, total = self._epoch_exe(self.state, self.train_x, self._put(perm.astype(np.int32)),
-                                            self._noise(noise, self.n))
+        perm_d, eps = self._put(perm.astype(np.int32)), self._noise(noise, self.n)
+        if self.epoch == "scan":
+            self.state, total = self._epoch_exe(self.state, self.train_x, perm_d, eps)
+            return float(total) / self.n
+        total, start = self._put(np.float32(0)), 0
+        for size in self.m.batch_sizes(self.n):
+            self.state, total = self._batch_exe[size](self.state, total, self.train_x, perm_d, eps,
+                                                      self._put(np.int32(start)))
+            start += size
         return float(total) / self.n
 
     def evaluate(self, noise: Noise) -> Metrics:
@@ -139,10 +171,12 @@ class JaxBackend:
 
     def describe(self) -> dict[str, str]:
         """How this run executes its training epoch, for the record (backend_info)."""
-        return {"arrangement": "jit-scan-epoch",
-                "step": "one jitted, AOT-compiled program per epoch: lax.scan over the full batches, then the "
-                        "partial batch; params and Adam state donated",
-                "optimizer": "optax.adam", "eval": "jitted, AOT-compiled"}
+        step = {"scan": ("jit-scan-epoch", "one jitted, AOT-compiled program per epoch: lax.scan over the full "
+                                           "batches, then the partial batch; params and Adam state donated"),
+                "loop": ("jit-step-loop", "a Python loop over the batches, one jitted, AOT-compiled step per "
+                                          "batch (one executable per batch size); params, Adam state and the "
+                                          "loss total donated")}[self.epoch]
+        return {"arrangement": step[0], "step": step[1], "optimizer": "optax.adam", "eval": "jitted, AOT-compiled"}
 
     def synchronize(self) -> None:
         jax.block_until_ready(self.state)

@@ -12,42 +12,18 @@ docs/performance.md.
 """
 from __future__ import annotations
 
-import jax.numpy as jnp
-import numpy as np
+import dataclasses
 
-from backends.base import Noise
 from backends.jax_flax import JaxBackend
+from harness.config import RunConfig
 
 
 class JaxLoopBackend(JaxBackend):
-    """The alternative epoch: a Python loop calling a jitted, AOT-compiled step per batch."""
+    """The jax engine with its epoch option forced to 'loop', whatever the workload and device."""
 
     name = "jax-loop"
+    epoch = "loop"
 
-    def _compile_training(self) -> None:
-        """One executable per distinct batch size (the full batch and the kept partial one)."""
-        scalar = self._spec((), jnp.int32)
-        args = (self.state, self._spec((), jnp.float32), self.train_x, self._spec((self.n,), jnp.int32),
-                self._eps_spec(self.n), scalar)
-        self._batch_exe = {size: self.fn.batch_step.lower(*args, size).compile()
-                           for size in set(self.m.batch_sizes(self.n))}
-
-    def train_epoch(self, perm: np.ndarray, noise: Noise) -> float:
-        if not self._compiled:
-            self.warmup()
-        perm_d = self._put(perm.astype(np.int32))
-        eps = self._noise(noise, self.n)
-        total = self._put(np.float32(0))
-        start = 0
-        for size in self.m.batch_sizes(self.n):
-            self.state, total = self._batch_exe[size](self.state, total, self.train_x, perm_d, eps,
-                                                      self._put(np.int32(start)))
-            start += size
-        return float(total) / self.n
-
-    def describe(self) -> dict[str, str]:
-        """How this run executes its training epoch, for the record (backend_info)."""
-        return {"arrangement": "jit-step-loop",
-                "step": "a Python loop over the batches, one jitted, AOT-compiled step per batch (one "
-                        "executable per batch size); params, Adam state and the loss total donated",
-                "optimizer": "optax.adam", "eval": "jitted, AOT-compiled"}
+    def setup(self, params, train_x, test_x, config: RunConfig) -> None:
+        options = {**config.engine_options, self.name: {"epoch": "loop"}}
+        super().setup(params, train_x, test_x, dataclasses.replace(config, engine_options=options))

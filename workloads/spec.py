@@ -45,6 +45,7 @@ class Workload:
     eval_flops_per_sample: Callable   # (ModelConfig) -> int
     # The test metrics, the first is the primary one (targets, time to quality, verdicts).
     metrics: tuple[Metric, ...]
+    convolutional: bool = False  # engines may arrange their epoch differently for conv layers (jax on CPU)
 
     @property
     def primary_metric(self) -> str:

@@ -17,5 +17,5 @@ WORKLOAD = Workload(
     name="conv-vae", package=__name__,
     description="TensorFlow tutorial's convolutional VAE: 2 conv + dense encoder, dense + 3 transposed-conv decoder",
     param_shapes=param_shapes, train_flops_per_sample=train_flops_per_sample,
-    eval_flops_per_sample=eval_flops_per_sample, metrics=METRICS,
+    eval_flops_per_sample=eval_flops_per_sample, metrics=METRICS, convolutional=True,
 )

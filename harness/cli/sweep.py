@@ -15,21 +15,10 @@ from harness.cli import flags
 from harness.config import ModelConfig
 from harness.errors import HarnessError
 from harness.measurement import measure
-from harness.sweeps.sweep import (
-    DEFAULT_SEEDS,
-    EXECUTORS,
-    FINISHED,
-    SWEEP_FILE,
-    SweepSpec,
-    SweepState,
-    _ci,
-    fmt_ci,
-    load,
-    metric_names,
-    new_state,
-    prepare_dir,
-    run,
-)
+from harness.sweeps.state import (DEFAULT_SEEDS, EXECUTORS, FINISHED, SWEEP_FILE, SweepSpec, SweepState, load,
+                                  new_state)
+from harness.sweeps.summary import _ci, fmt_ci, metric_names
+from harness.sweeps.sweep import prepare_dir, run
 
 SPEC_FLAGS = ("backends", "devices", "seeds", "latent_dims", "workload", "epochs", "threads", "compile_mode", "precision",
               "timeout", "train_limit", "test_limit", "target_loss", "cold_compile", "executor", "address",

@@ -2,19 +2,16 @@
 
 A job is one backend on one device with one seed. `harness run` is a short list of jobs; a sweep is a
 longer one. The runner owns the results file: it rewrites it atomically after every event from a child,
-so nothing finished is lost when a child crashes, times out, or the user presses Ctrl-C.
+so nothing finished is lost when a child crashes, times out, or the user presses Ctrl-C. Starting,
+reading and stopping the child process is harness/execution/child_process.py; this module turns its
+events into the job's result.
 """
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import json
 import os
-import selectors
 import signal
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -23,12 +20,12 @@ import backends
 from harness import atomic
 from harness.config import RunConfig
 from harness.errors import HarnessError
+from harness.execution import child_process
 from harness.measurement import results
 from harness.measurement.measure import summarize
 from harness.measurement.results import BackendResult, EpochRecord, RunRecord
 
 STDERR_LOG = "stderr.log"
-KILL_GRACE_SECONDS = 3.0
 
 
 class Interrupted(HarnessError):
@@ -152,7 +149,7 @@ def _run_one(record: RunRecord, job: Job, result: BackendResult, run_dir: Path, 
         results.save(record, run_dir)
         on_event(result, event)
 
-    code, timed_out = _run_child(job_file, folder / STDERR_LOG, job.config.timeout, handle)
+    code, timed_out = child_process.run(job_file, folder / STDERR_LOG, job.config.timeout, handle)
     if result.status == "running":  # the child ended without saying done, diverged or error
         result.status = "failed"
         if timed_out:
@@ -163,9 +160,9 @@ def _run_one(record: RunRecord, job: Job, result: BackendResult, run_dir: Path, 
             result.error = f"child process killed by {name}{hint}"
         else:
             result.error = f"child process exited with code {code}"
-        result.stderr_tail = _tail(folder / STDERR_LOG)
+        result.stderr_tail = child_process.tail(folder / STDERR_LOG)
     elif result.status == "failed":
-        result.stderr_tail = _tail(folder / STDERR_LOG)
+        result.stderr_tail = child_process.tail(folder / STDERR_LOG)
 
 
 def _apply_event(r: BackendResult, ev: dict, probe, config: RunConfig, n_train: int) -> None:
@@ -199,68 +196,3 @@ def _apply_event(r: BackendResult, ev: dict, probe, config: RunConfig, n_train: 
         r.status, r.error = "failed", ev["message"]
     r.summary = summarize([dataclasses.asdict(e) for e in r.epochs], config, r.compile_seconds, probe, n_train,
                           r.repeat_seconds)
-
-
-def _run_child(job_file: Path, stderr_path: Path, timeout: float, handle) -> tuple[int | None, bool]:
-    """Start the worker, feed its JSON-line events to `handle`, enforce the timeout; return (code, timed_out)."""
-    with open(stderr_path, "ab") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "harness.execution.worker", str(job_file)],
-                                stdout=subprocess.PIPE, stderr=err, start_new_session=True,
-                                preexec_fn=_die_with_parent, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    deadline = time.monotonic() + timeout if timeout else None
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    buffer = b""
-    try:
-        while True:
-            wait = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
-            if deadline is not None and time.monotonic() >= deadline:
-                _stop(proc)
-                return proc.returncode, True
-            if not sel.select(wait):
-                continue
-            chunk = os.read(proc.stdout.fileno(), 65536)
-            if not chunk:
-                break
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            for line in lines:
-                if line.strip():
-                    handle(json.loads(line))
-        return proc.wait(), False
-    except BaseException:
-        _stop(proc)
-        raise
-    finally:
-        sel.close()
-        proc.stdout.close()
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGKILL if the runner dies (a killed Ray worker, say), since the
-    child's own session keeps it out of the runner's process group."""
-    import ctypes
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM the child's process group, then SIGKILL after a short grace period."""
-    for sig, wait in ((signal.SIGTERM, KILL_GRACE_SECONDS), (signal.SIGKILL, 5.0)):
-        if proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(wait)
-        except subprocess.TimeoutExpired:
-            pass
-
-
-def _tail(path: Path, chars: int = 2000) -> str:
-    try:
-        return path.read_text(errors="replace")[-chars:]
-    except OSError:
-        return ""

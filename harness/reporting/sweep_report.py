@@ -21,7 +21,8 @@ from harness import atomic  # noqa: E402
 from harness.config import ModelConfig  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 from harness.measurement import measure, results, stats
-from harness.sweeps.sweep import SweepState, fmt_ci, load, metric_names  # noqa: E402
+from harness.sweeps.state import SweepState, load  # noqa: E402
+from harness.sweeps.summary import fmt_ci, metric_names  # noqa: E402
 
 REPORT_FILE = "report.md"
 LOSS_FIGURE = "sweep-loss-curves.png"

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from harness.measurement import results
-from harness.sweeps.sweep import JobOutcome, SweepJob
+from harness.sweeps.state import JobOutcome, SweepJob
 
 GPU_ENV = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
 

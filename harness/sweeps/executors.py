@@ -29,7 +29,7 @@ from harness.sweeps.executor_common import GPU_ENV, OnDone, OnStart, job_outcome
 from harness.sweeps.local import LocalExecutor, run_local_job, visible_gpus
 from harness.sweeps.ray_executor import (NOT_RETURNED, PROPAGATED_ENV, RayExecutor, job_resources, mnist_files,
                                          node_cpus, run_ray_job, write_job_files)
-from harness.sweeps.sweep import SweepSpec
+from harness.sweeps.state import SweepSpec
 
 __all__ = ["RAY_MISSING", "create", "GPU_ENV", "OnDone", "OnStart", "job_outcome", "LocalExecutor",
            "run_local_job", "visible_gpus", "NOT_RETURNED", "PROPAGATED_ENV", "RayExecutor", "job_resources",

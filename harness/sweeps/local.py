@@ -18,7 +18,7 @@ from harness.execution import runner
 from harness.measurement import measure, results
 from harness.sweeps import placement
 from harness.sweeps.executor_common import GPU_ENV, OnDone, OnStart, job_outcome
-from harness.sweeps.sweep import JobOutcome, SweepJob, SweepSpec
+from harness.sweeps.state import JobOutcome, SweepJob, SweepSpec
 
 
 def run_local_job(config_dict: dict, run_dir: str, data_dir: str, command: str,

@@ -17,7 +17,7 @@ from harness.errors import HarnessError
 from harness.execution import runner
 from harness.measurement import results
 from harness.sweeps.executor_common import GPU_ENV, OnDone, OnStart, job_outcome
-from harness.sweeps.sweep import JobOutcome, SweepJob, SweepSpec
+from harness.sweeps.state import JobOutcome, SweepJob, SweepSpec
 
 # Environment variables that change a timing; the driver's values are applied on every Ray node, so a
 # job sees the same settings whichever executor runs it (Ray itself sets OMP_NUM_THREADS on its workers).

@@ -1,0 +1,119 @@
+"""The figure sections of report.md: loss curves, throughput, and each backend's reconstructions and samples.
+
+The digit grids are decoded by the workload's float64 NumPy oracle from the saved `<backend>/params.npz`,
+never by the backend that trained them, so they can be redrawn on any machine with MNIST, without torch
+or jax. The drawing itself is harness/reporting/figures.py.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from harness.config import ModelConfig
+from harness.errors import HarnessError
+from harness.measurement import measure
+from harness.measurement.results import finite_epochs, workload_of
+from harness.reporting import evaluation_report
+from harness.reporting.entries import Entry, one_line
+from harness.verification.verdict import calibrated_bands
+
+FIGURES_DIR = "figures"
+
+N_DIGITS = 8          # the first N test digits, the same for every backend so grids compare side by side
+SAMPLE_SEED = 0       # z ~ N(0, I) from np.random.default_rng(SAMPLE_SEED): the same z for every backend
+SAMPLE_ROWS, SAMPLE_COLS = 4, 8
+
+
+# ---------------------------------------------------------------- NumPy decoding for the digit grids
+
+def load_params(entry: Entry) -> dict[str, np.ndarray] | None:
+    """The trained parameters of an ok backend, or None (failed runs save none)."""
+    r = entry.result
+    if r.status != "ok" or not r.params_file:
+        return None
+    path = entry.run_dir / r.backend / r.params_file
+    try:
+        with np.load(path) as npz:
+            return {k: npz[k] for k in npz.files}
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def model_of(entry: Entry) -> ModelConfig:
+    """The model config the entry's run trained (its workload decodes the figures)."""
+    return ModelConfig.from_dict(entry.record.config.get("model", {}))
+
+
+def _test_digits() -> tuple[np.ndarray | None, str]:
+    from harness import data
+    try:
+        return data.load(allow_download=False).test_x[:N_DIGITS], ""
+    except HarnessError as exc:  # the report still stands without the grids; say why they are missing
+        return None, str(exc)
+
+
+# ---------------------------------------------------------------- the sections
+
+def figure_sections(entries: list[Entry], out_dir: Path) -> list[str]:
+    from harness.reporting import figures
+
+    fig_dir = out_dir / FIGURES_DIR
+    lines = ["## Loss curves", ""]
+    metrics = workload_of(entries[0].record.config).metrics
+    curves = [figures.Curve(e.label, [x.epoch for x in ep], {m.name: [x.metrics[m.name] for x in ep] for m in metrics})
+              for e in entries if (ep := finite_epochs(e.result))]
+    if curves:
+        bands, where = calibrated_bands(entries[0].record.config, entries[0].result.device)
+        figures.loss_curves(curves, {m.name: m.name for m in metrics}, fig_dir / "loss.png", bands)
+        lines += [f"![{' and '.join(m.name for m in metrics)} per epoch]({FIGURES_DIR}/loss.png)", "",
+                  "Panels, left to right: " + "; ".join(f"{m.name}, {m.meaning}" for m in metrics)
+                  + f"; nats per test image. Shaded: {where}", ""]
+    else:
+        lines += ["No backend finished an epoch.", ""]
+
+    lines += ["## Throughput", ""]
+    rows = []
+    for e in entries:
+        s = e.result.summary
+        if not s.get("train_samples_per_second"):
+            continue
+        steady = measure.basis_of(s) == "steady"
+        per_epoch = [x.samples_per_second for x in (e.result.epochs[1:] if steady else e.result.epochs[:1])]
+        rows.append(figures.Throughput(e.label if steady else f"{e.label}, first epoch", s["train_samples_per_second"],
+                                       per_epoch))
+    if rows:
+        figures.throughput(rows, fig_dir / "throughput.png")
+        lines += [f"![training throughput per backend]({FIGURES_DIR}/throughput.png)", "",
+                  "Bars: median over the steady epochs (after the first); whiskers: min-max; dots: each epoch. "
+                  "A run of one epoch has no steady state: its bar is the first epoch, labelled so.", ""]
+    else:
+        lines += ["No backend finished an epoch.", ""]
+
+    lines += ["## Reconstructions and samples", "",
+              f"Top rows: the first {N_DIGITS} MNIST test digits; below them each backend's reconstruction "
+              f"with z = mu. Samples: the decoder's pixel means for the same {SAMPLE_ROWS * SAMPLE_COLS} "
+              f"draws z ~ N(0, I) (numpy default_rng({SAMPLE_SEED})) for every backend. Decoded in NumPy "
+              "float64 from the saved parameters.", ""]
+    digits, why = _test_digits()
+    z = np.random.default_rng(SAMPLE_SEED).standard_normal(
+        (SAMPLE_ROWS * SAMPLE_COLS, int(entries[0].record.config.get("model", {}).get("latent_dim", 20))))
+    for e in entries:
+        params = load_params(e)
+        if params is None:
+            lines += [f"### {e.label}", "", f"No figures: {e.result.status}, no saved parameters.", ""]
+            continue
+        lines += [f"### {e.label}", ""]
+        if digits is not None:
+            figures.reconstruction_grid(digits, model_of(e).oracle().forward(params, digits, None)["recon"],
+                                        f"{e.label}: test digits (top) and reconstructions with z = mu (bottom)",
+                                        fig_dir / f"recon-{e.slug}.png")
+            lines.append(f"![{e.label} reconstructions]({FIGURES_DIR}/recon-{e.slug}.png)")
+        else:
+            lines.append(f"Reconstructions skipped: {one_line(why)}")
+        figures.sample_grid(model_of(e).oracle().decode(params, z), SAMPLE_COLS,
+                            f"{e.label}: decoded z ~ N(0, I), seed {SAMPLE_SEED} (pixel means)",
+                            fig_dir / f"samples-{e.slug}.png")
+        lines += ["", f"![{e.label} samples]({FIGURES_DIR}/samples-{e.slug}.png)", ""]
+        lines += evaluation_report.manifold_lines(e.label, e.slug, model_of(e), params, fig_dir, FIGURES_DIR)  # latent 2 only
+    return lines

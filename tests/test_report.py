@@ -93,7 +93,7 @@ def test_compare_flags_an_injected_change(run_dir, tmp_path):
 
     def worse_and_slower(raw: dict) -> None:
         for e in raw["results"][0]["epochs"]:
-            e["test_loss"] += 10.0
+            e["metrics"]["test_loss"] += 10.0
             e["train_seconds"] *= 3.0
     edit_results(new, worse_and_slower)
 

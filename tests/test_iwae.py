@@ -187,3 +187,14 @@ def test_sweep_table_has_intervals_over_seeds():
                                                                                        (5, 3, 97.0, [500])]
     assert table[0]["nll"]["ci_low"] < 97.0 < table[0]["nll"]["ci_high"]
     json.dumps(table)  # plain data, ready for a file
+
+
+def test_a_conv_vae_run_is_refused_in_one_line(tmp_path):
+    """The IWAE evaluators know the MLP's layers only: another workload's run is one error line."""
+    conv = ModelConfig(workload="conv-vae")
+    config = RunConfig(backends=("torch",), epochs=1, model=conv)
+    epoch = EpochRecord(1, 150.0, {"test_loss": 140.0, "test_loss_sampled": 145.0}, 1.0, 0.1, 60_000.0, 100_000.0, 1.2)
+    atomic.write_npz(tmp_path / "torch" / "params.npz", init_params(1, conv))
+    result = BackendResult(backend="torch", device="cpu", seed=1, status="ok", epochs=[epoch], params_file="params.npz")
+    results.save(RunRecord(config=config.to_dict(), environment={}, results=[result]), tmp_path)
+    assert_one_line_error(harness("evaluate", str(tmp_path), "--iwae", "5"), "conv-vae", "mlp-vae only")

@@ -49,6 +49,8 @@ class Options:
     data_dir: str | None = None
 
 
+IWAE_WORKLOADS = ("mlp-vae",)  # backends/iwae_*.py and harness/evaluation/iwae.py evaluate the MLP's layers
+
 def default_batch(k: int, device: str) -> int:
     """Test images per batch so that a batch decodes about ROWS_PER_BATCH[device kind] rows."""
     return max(1, ROWS_PER_BATCH["cuda" if device.startswith("cuda") else "cpu"] // k)
@@ -121,6 +123,10 @@ def _say(line: str) -> None:
 def evaluate_run(run_dir: Path, opts: Options, mnist_dir: Path, say=_say) -> list[str]:
     """Evaluate the selected backends of one run, saving results.json after each; return the failures."""
     record = results.load(run_dir)
+    workload = results.workload_of(record.config)
+    if workload.name not in IWAE_WORKLOADS:
+        raise HarnessError(f"{run_dir}: trained {workload.name}; the IWAE estimate is written for "
+                           f"{', '.join(IWAE_WORKLOADS)} only (its encoder and decoder are the MLP's)")
     chosen = [r for r in record.results if not opts.backends or r.backend in opts.backends]
     missing = sorted(set(opts.backends) - {r.backend for r in record.results})
     if missing:

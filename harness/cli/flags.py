@@ -101,7 +101,7 @@ def run_config(args) -> RunConfig:
         engine_options=compile_options(args.backends, args.compile_mode),
         precision="tf32" if args.allow_tf32 else "float32",
         train_limit=args.train_limit or 0, test_limit=args.test_limit or 0, timeout=args.timeout,
-        target_loss=args.target_loss if getattr(args, "target_loss", None) is not None else default_target(),
+        target_loss=args.target_loss if getattr(args, "target_loss", None) is not None else default_target(model.workload),
         repeats=getattr(args, "repeats", 0), noise=args.noise, cold_compile=args.cold_compile,
     )
     backends.check_options(config.engine_options)
@@ -113,10 +113,10 @@ def compile_options(names, mode: str) -> dict[str, dict[str, str]]:
     return {"torch-compile": {"mode": mode}} if "torch-compile" in names else {}
 
 
-def default_target() -> float:
-    """The CI profile's full-run test_loss band top when targets exist, else 100.0."""
+def default_target(workload: str = workloads.DEFAULT) -> float:
+    """The workload's longest calibrated profile's last primary band top, else 100.0 (not calibrated)."""
     try:
         from harness.verification import check
-        return check.default_target_loss()
-    except (ImportError, HarnessError, KeyError):
+        return check.default_target_loss(workload)
+    except (ImportError, HarnessError, KeyError, ValueError):
         return 100.0

@@ -95,7 +95,7 @@ def build_spec(fields: dict[str, Any]) -> SweepSpec:
     fields = dict(fields)
     fields.pop("out", None)
     fields.setdefault("backends", flags.backend_list(flags.DEFAULT_BACKENDS))
-    fields.setdefault("target_loss", flags.default_target())
+    fields.setdefault("target_loss", flags.default_target(fields.get("workload", workloads.DEFAULT)))
     spec = SweepSpec.from_dict(fields)
     backends.check_names(list(spec.backends))
     if spec.executor not in EXECUTORS:

@@ -16,14 +16,17 @@ from harness.measurement import results
 from harness.verification import agreement
 from harness.verification.targets import (
     Profile,
-    get_profile,
+    load_targets,
 )
 
 
-def default_target_loss() -> float:
-    """Time-to-quality threshold: the top of the full profile's primary-metric band at its last epoch."""
-    profile = get_profile("full")
-    return profile.per_epoch[profile.epochs].bands["test_loss"].high
+def default_target_loss(workload: str = "mlp-vae") -> float:
+    """Time-to-quality threshold: the top of the primary metric's band at the last epoch of the longest
+    profile calibrated on `workload`; KeyError when there is none."""
+    mine = [p for p in load_targets().values()
+            if (p.calibrated_on.get("model") or {}).get("workload", "mlp-vae") == workload and p.per_epoch]
+    profile = max(mine, key=lambda p: p.epochs)
+    return profile.per_epoch[profile.epochs].bands[results.workload_of(profile.calibrated_on).primary_metric].high
 
 
 @dataclass

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from harness.measurement import results
 from tests.conftest import ROOT, SMALL, assert_one_line_error, harness
 
 
@@ -73,3 +74,19 @@ def test_bad_data_folder(tmp_path, mnist, damage):
         victim.write_bytes(gzip.compress(content[:-1] + bytes([(content[-1] + 1) % 10])))
     proc = harness("run", "--backends", "torch", "--data-dir", tmp_path, "--out", tmp_path / "run", *SMALL)
     assert_one_line_error(proc, "t10k-labels")
+
+
+def test_engine_options_are_recorded_and_checked(tmp_path):
+    """--engine-option reaches the engine and the record; an unknown option or value is one line."""
+    out = tmp_path / "run"
+    proc = harness("run", "--backends", "jax", "--epochs", "1", "--engine-option", "jax.epoch=loop", *SMALL,
+                   "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    record = results.load(out)
+    assert record.config["engine_options"] == {"jax": {"epoch": "loop"}}
+    assert record.results[0].backend_info["arrangement"] == "jit-step-loop"
+    assert_one_line_error(harness("run", "--backends", "jax", "--engine-option", "jax.epoch=sideways", *SMALL,
+                                  "--out", tmp_path / "bad"), "jax epoch 'sideways'", "auto, scan, loop")
+    assert_one_line_error(harness("run", "--backends", "jax", "--engine-option", "jax.speed=11", *SMALL,
+                                  "--out", tmp_path / "bad2"), "no option 'speed'")
+    assert_one_line_error(harness("run", "--engine-option", "nonsense", *SMALL), "BACKEND.OPTION=VALUE")

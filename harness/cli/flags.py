@@ -74,6 +74,9 @@ def add_run_flags(p: argparse.ArgumentParser, default_epochs: int | None = 10) -
                    help="CPU threads per backend, the same for all (default: every core)")
     p.add_argument("--compile-mode", default=backends.COMPILE_MODES[0], choices=backends.COMPILE_MODES,
                    help="torch-compile's torch.compile mode (its engine option 'mode')")
+    p.add_argument("--engine-option", dest="engine_options", type=engine_option, action="append", default=[],
+                   metavar="BACKEND.OPTION=VALUE",
+                   help="an engine's own option, e.g. jax.epoch=loop (repeatable; options: backends/__init__.py)")
     p.add_argument("--allow-tf32", action="store_true", help="let float32 matmuls use TF32 (GPU; recorded)")
     p.add_argument("--noise", choices=NOISE_SOURCES, default="harness",
                    help="harness (default): every backend gets the same noise arrays; framework: each "
@@ -98,7 +101,8 @@ def run_config(args) -> RunConfig:
         model=model, backends=args.backends, device=device,
         epochs=getattr(args, "epochs", 1), seed=getattr(args, "seed", 1),
         threads=args.threads or len(os.sched_getaffinity(0)),
-        engine_options=compile_options(args.backends, args.compile_mode),
+        engine_options=merged_options(compile_options(args.backends, args.compile_mode),
+                                      getattr(args, "engine_options", [])),
         precision="tf32" if args.allow_tf32 else "float32",
         train_limit=args.train_limit or 0, test_limit=args.test_limit or 0, timeout=args.timeout,
         target_loss=args.target_loss if getattr(args, "target_loss", None) is not None else default_target(model.workload),
@@ -106,6 +110,23 @@ def run_config(args) -> RunConfig:
     )
     backends.check_options(config.engine_options)
     return config
+
+
+def engine_option(text: str) -> tuple[str, str, str]:
+    """argparse type of --engine-option: 'jax.epoch=loop' -> ('jax', 'epoch', 'loop')."""
+    target, sep, value = text.partition("=")
+    backend, dot, option = target.rpartition(".")
+    if not (sep and dot and backend and option and value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not BACKEND.OPTION=VALUE (like jax.epoch=loop)")
+    return backend, option, value
+
+
+def merged_options(base: dict[str, dict[str, str]], given: list[tuple[str, str, str]]) -> dict[str, dict[str, str]]:
+    """Engine options from --compile-mode, then each --engine-option (a later one wins)."""
+    out = {name: dict(options) for name, options in base.items()}
+    for backend, option, value in given:
+        out.setdefault(backend, {})[option] = value
+    return out
 
 
 def compile_options(names, mode: str) -> dict[str, dict[str, str]]:

@@ -59,8 +59,8 @@ def epoch_arrangement(option: str, device: jax.Device, m: ModelConfig) -> str:
 
     auto = scan (one program per epoch, no per-batch dispatch), except for a convolutional workload on
     the CPU: XLA:CPU runs the convolutions inside the scan's loop body far slower than the same step
-    as a program of its own (conv-vae, 10 batches: 13.9 s per batch scanned, 0.52 s looped, Intel CPU,
-    machine busy; docs/performance.md), so there a Python loop of jitted steps is the faster epoch.
+    as a program of its own, so there a Python loop of jitted steps is the faster epoch (measured by
+    benchmarks/jax_epoch_arrangement.py, committed in reports/jax-epoch-cpu).
     """
     if option not in JAX_EPOCHS:
         raise HarnessError(f"jax epoch {option!r}: choose from {', '.join(JAX_EPOCHS)}")

@@ -13,7 +13,8 @@ Three places where the frameworks' conventions differ, and how each is bridged:
   torch's (in, out, kh, kw) tensor. `ConvTranspose` below computes it as exactly that, from the conv's
   HWIO kernel (kh, kw, out, in), so the conversion is the plain (2, 3, 1, 0) transpose used for Conv2d.
   nnx.ConvTranspose(transpose_kernel=True, padding (1, 2) / (1, 1)) is the same function and, forward,
-  the same program, but its gradient runs about 20x slower on XLA:CPU (see `conv_transpose`).
+  the same program, but its gradient takes a much slower XLA:CPU path (see `conv_transpose`;
+  measured by benchmarks/flax_conv_transpose.py in reports/flax-conv-transpose-cpu).
   (Flax's 'SAME' padding is NOT torch's: for k=3, s=2 it pads (2, 1), the right shape shifted by one
   pixel.)
 """
@@ -52,7 +53,7 @@ def conv_transpose(x, kernel, stride: int, out_side: int):
     Defined as what it is, the input gradient of `_strided_conv` from an (out_side x out_side) image,
     with both of its own gradients written as that conv's forward and weight gradient. Same function
     and, forward, the same program as nnx.ConvTranspose(transpose_kernel=True); but differentiating
-    nnx.ConvTranspose makes XLA:CPU convolve with a dilated window, about 20x slower per batch than
+    nnx.ConvTranspose makes XLA:CPU convolve with a dilated window, a much slower path than
     these two (which are the gradients every strided conv layer's training already uses).
     """
     u = jnp.zeros((x.shape[0], out_side, out_side, kernel.shape[2]), x.dtype)

@@ -22,6 +22,15 @@ def build_model(m: ModelConfig) -> nn.Module:
     return m.spec().module("torch_model").Model(m)
 
 
+def placed_model(config: RunConfig, params: dict[str, np.ndarray]) -> tuple[torch.device, nn.Module]:
+    """Threads and precision as the run asks, then the workload's model on its device, holding `params`."""
+    configure(config)
+    device = resolve_device(config.device)
+    model = build_model(config.model).to(device)
+    load_params(model, params)
+    return device, model
+
+
 def loss_sum(logits, x, mu, logvar):
     """Batch sum of BCE + analytic KL, pytorch/examples' loss_function.
 

@@ -21,11 +21,8 @@ class TorchEagerBackend:
     name = "torch"
 
     def setup(self, params, train_x, test_x, config: RunConfig) -> None:
-        tc.configure(config)
         self.m = config.model
-        self.device = tc.resolve_device(config.device)
-        self.model = tc.build_model(self.m).to(self.device)
-        tc.load_params(self.model, params)
+        self.device, self.model = tc.placed_model(config, params)
         self.opt = self.make_optimizer()
         self.train_x = torch.from_numpy(train_x).to(self.device)
         self.test_x = torch.from_numpy(test_x).to(self.device)

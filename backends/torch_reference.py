@@ -62,11 +62,8 @@ class TorchReferenceBackend:
     name = "torch-reference"
 
     def setup(self, params, train_x, test_x, config: RunConfig) -> None:
-        tc.configure(config)
         self.m = config.model
-        self.device = tc.resolve_device(config.device)
-        self.model = tc.build_model(self.m).to(self.device)
-        tc.load_params(self.model, params)
+        self.device, self.model = tc.placed_model(config, params)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.m.learning_rate,
                                           betas=(self.m.beta1, self.m.beta2), eps=self.m.adam_eps)
         self.train_set, self.test_set = BytesMNIST(train_x), BytesMNIST(test_x)

@@ -39,7 +39,7 @@ def config_id(kw: dict) -> str:
 
 def make(kw: dict, device: str = "cpu", seed: int = 0):
     torch.manual_seed(seed)
-    model = tc.VAE(M).to(device, torch.float32)
+    model = tc.build_model(M).to(device, torch.float32)
     return model, tc.make_adam(model, M, torch.device(device), **kw)
 
 

@@ -84,7 +84,7 @@ class JaxBackend:
         self.n = train_x.shape[0]
         self.own_noise = config.noise == "framework"
         self.epoch = epoch_arrangement(config.options(self.name).get("epoch", JAX_EPOCHS[0]), self.device, self.m)
-        self.fn = programs(self.m, make_adam)  # this module's make_adam: profile_backends.py swaps it
+        self.fn = programs(self.m, make_adam, config.precision)  # this module's make_adam: profile_backends.py swaps it
         self._compiled = False
         self.train_x = self._put(train_x)
         self.test_x = self._put(test_x)

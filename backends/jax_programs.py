@@ -72,11 +72,28 @@ class Programs:
 
 
 @functools.cache
-def programs(m: ModelConfig,
-             make_optimizer: Callable[[ModelConfig], optax.GradientTransformation]) -> Programs:
+def programs(m: ModelConfig, make_optimizer: Callable[[ModelConfig], optax.GradientTransformation],
+             precision: str = "float32") -> Programs:
     """The jitted functions for `m`, training with `make_optimizer(m)` (the engine passes `make_adam`;
-    the optimiser is an argument so that benchmarks/profile_backends.py can swap it for SGD)."""
+    the optimiser is an argument so that benchmarks/profile_backends.py can swap it for SGD).
+
+    precision "bf16": the model runs on bfloat16 copies of the params and inputs (so its matrix
+    products and convolutions are bfloat16), the loss in float32; the params, their gradients and
+    Adam's state stay float32 -- the recipe torch's autocast gives the torch engines.
+    """
     graphdef = nnx.split(abstract_model(m))[0]
+    compute = jnp.bfloat16 if precision == "bf16" else jnp.float32
+
+    def encoded(params, x, eps):
+        """The model (on `compute` copies of the params; nnx.merge costs nothing at run time, it happens
+        while tracing), mu, logvar and the sampled z = mu + eps * std, all in `compute`."""
+        model = nnx.merge(graphdef, jax.tree.map(lambda p: p.astype(compute), params))  # no-op for float32
+        mu, logvar = model.encode(x.astype(compute))
+        return model, mu, logvar, (mu + eps * jnp.exp(0.5 * logvar)).astype(compute)
+
+    def loss32(logits, x, mu, logvar):
+        f32 = jnp.float32
+        return loss_sum(logits.astype(f32), x, mu.astype(f32), logvar.astype(f32))
     tx = make_optimizer(m)
     bs, latent = m.batch_size, m.latent_dim
 
@@ -85,10 +102,8 @@ def programs(m: ModelConfig,
         return jax.random.normal(jax.random.key(seed), (n, latent), jnp.float32)
 
     def loss_fn(params, x, eps):
-        model = nnx.merge(graphdef, params)  # tracing-time only: no cost in the compiled program
-        mu, logvar = model.encode(x)
-        logits = model.decode_logits(mu + eps * jnp.exp(0.5 * logvar))
-        return loss_sum(logits, x, mu, logvar)
+        model, mu, logvar, z = encoded(params, x, eps)
+        return loss32(model.decode_logits(z), x, mu, logvar)
 
     def step(state, x, eps):
         params, opt_state = state
@@ -118,11 +133,8 @@ def programs(m: ModelConfig,
         return state, total + loss
 
     def evaluate(params, test_x, eps):
-        model = nnx.merge(graphdef, params)
-        mu, logvar = model.encode(test_x)  # encoder once, decoder twice
-        at_mean = loss_sum(model.decode_logits(mu), test_x, mu, logvar)
-        sampled = loss_sum(model.decode_logits(mu + eps * jnp.exp(0.5 * logvar)), test_x, mu, logvar)
-        return at_mean, sampled
+        model, mu, logvar, z = encoded(params, test_x, eps)  # encoder once, decoder twice
+        return loss32(model.decode_logits(mu), test_x, mu, logvar), loss32(model.decode_logits(z), test_x, mu, logvar)
 
     def decode(params, z):
         return jax.nn.sigmoid(nnx.merge(graphdef, params).decode_logits(z))

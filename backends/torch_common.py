@@ -140,21 +140,38 @@ def noise_tensor(noise: Noise, n: int, latent: int, device: torch.device) -> tor
     return torch.randn(n, latent, generator=g, device=device)
 
 
-def eval_losses(model: nn.Module, x, eps):
+def mixed(x: torch.Tensor, precision: str):
+    """The bf16 recipe's context: autocast runs the matrix products and convolutions in bfloat16 (weights,
+    gradients and Adam state stay float32); a no-op for float32 and tf32."""
+    return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def forward_loss(model: nn.Module, x, eps, precision: str = "float32"):
+    """The batch-sum training loss: the model under `mixed`, the loss itself in float32."""
+    with mixed(x, precision):
+        logits, mu, logvar = model(x, eps)
+    return loss_sum(logits.float(), x, mu.float(), logvar.float())
+
+
+def eval_losses(model: nn.Module, x, eps, precision: str = "float32"):
     """Batch-sum losses with z = mu and with z = mu + eps * std: the encoder runs once, the decoder twice."""
-    mu, logvar = model.encode(x)
-    z = mu + eps * torch.exp(0.5 * logvar)
-    return loss_sum(model.decode_logits(mu), x, mu, logvar), loss_sum(model.decode_logits(z), x, mu, logvar)
+    with mixed(x, precision):
+        mu, logvar = model.encode(x)
+        z = mu + eps * torch.exp(0.5 * logvar)
+        at_mean, sampled = model.decode_logits(mu), model.decode_logits(z)
+    mu, logvar = mu.float(), logvar.float()
+    return loss_sum(at_mean.float(), x, mu, logvar), loss_sum(sampled.float(), x, mu, logvar)
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, test_x: torch.Tensor, noise: Noise, m: ModelConfig, losses=None) -> Metrics:
+def evaluate(model: nn.Module, test_x: torch.Tensor, noise: Noise, m: ModelConfig, losses=None,
+             precision: str = "float32") -> Metrics:
     """Per-sample test loss with z = mu and with one sampled z, over the whole test set.
 
     `losses` replaces eval_losses (torch-compile passes its compiled version); the test set goes in
     chunks of EVAL_CHUNK (all of it at once by default: eval needs no autograd memory).
     """
-    losses = (lambda x, e: eval_losses(model, x, e)) if losses is None else losses
+    losses = (lambda x, e: eval_losses(model, x, e, precision)) if losses is None else losses
     n = test_x.shape[0]
     eps = noise_tensor(noise, n, m.latent_dim, test_x.device)
     total_mu = torch.zeros((), device=test_x.device)

@@ -95,7 +95,9 @@ class TorchCompileBackend(TorchEagerBackend):
         self.graphs: StepGraphs | None = None
         super().setup(params, train_x, test_x, config)
         model = self.model
-        self.eval_fn = torch.compile(lambda x, eps: tc.eval_losses(model, x, eps), mode=self.mode, dynamic=False)
+        precision = config.precision
+        self.eval_fn = torch.compile(lambda x, eps: tc.eval_losses(model, x, eps, precision), mode=self.mode,
+                                     dynamic=False)
 
     def make_optimizer(self) -> torch.optim.Adam:
         # fused: torch's one-kernel-per-parameter Adam, cheaper than the kernel Inductor generates for the
@@ -104,12 +106,11 @@ class TorchCompileBackend(TorchEagerBackend):
         return tc.make_adam(self.model, self.m, self.device, fused=True, **capturable)
 
     def build_step(self):
-        model, opt = self.model, self.opt
+        model, opt, precision = self.model, self.opt, self.precision
 
         @torch.compile(mode=self.mode, dynamic=False)
         def loss_fn(xb, eb):
-            logits, mu, logvar = model(xb, eb)
-            return tc.loss_sum(logits, xb, mu, logvar)
+            return tc.forward_loss(model, xb, eb, precision)
 
         if self.arrangement == "cuda-graph-step":
             self.plain_step = _graphable_step(opt, loss_fn)

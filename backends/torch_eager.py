@@ -21,7 +21,7 @@ class TorchEagerBackend:
     name = "torch"
 
     def setup(self, params, train_x, test_x, config: RunConfig) -> None:
-        self.m = config.model
+        self.m, self.precision = config.model, config.precision
         self.device, self.model = tc.placed_model(config, params)
         self.opt = self.make_optimizer()
         self.train_x = torch.from_numpy(train_x).to(self.device)
@@ -35,12 +35,11 @@ class TorchEagerBackend:
         return tc.make_adam(self.model, self.m, self.device, fused=True)
 
     def build_step(self):
-        model, opt = self.model, self.opt
+        model, opt, precision = self.model, self.opt, self.precision
 
         def step(xb, eb):
             opt.zero_grad(set_to_none=True)
-            logits, mu, logvar = model(xb, eb)
-            loss = tc.loss_sum(logits, xb, mu, logvar)
+            loss = tc.forward_loss(model, xb, eb, precision)
             loss.backward()
             opt.step()
             return loss.detach()
@@ -61,7 +60,7 @@ class TorchEagerBackend:
         return float(total) / n
 
     def evaluate(self, noise: Noise) -> Metrics:
-        return tc.evaluate(self.model, self.test_x, noise, self.m)
+        return tc.evaluate(self.model, self.test_x, noise, self.m, precision=self.precision)
 
     def lockstep_step(self, x: np.ndarray, eps: np.ndarray) -> float:
         xb = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device)

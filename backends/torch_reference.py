@@ -62,6 +62,7 @@ class TorchReferenceBackend:
     name = "torch-reference"
 
     def setup(self, params, train_x, test_x, config: RunConfig) -> None:
+        self.precision = config.precision
         self.m = config.model
         self.device, self.model = tc.placed_model(config, params)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.m.learning_rate,
@@ -79,8 +80,7 @@ class TorchReferenceBackend:
         for batch_idx, (data, _) in enumerate(loader):
             data = data.to(self.device)
             self.optimizer.zero_grad()
-            recon_batch, mu, logvar = forward(self.model, data, self._batch_noise(noise, batch_idx, len(data)))
-            loss = loss_function(recon_batch, data, mu, logvar)
+            loss = self._loss(data, self._batch_noise(noise, batch_idx, len(data)))
             loss.backward()
             train_loss += loss.item()
             self.optimizer.step()
@@ -94,10 +94,13 @@ class TorchReferenceBackend:
         with torch.no_grad():
             for batch_idx, (data, _) in enumerate(loader):
                 data = data.to(self.device)
-                mu, logvar = self.model.encode(data)
-                loss_mu += loss_function(decode(self.model, mu), data, mu, logvar).item()
-                z = reparameterize(mu, logvar, self._batch_noise(noise, batch_idx, len(data)))
-                loss_sampled += loss_function(decode(self.model, z), data, mu, logvar).item()
+                with tc.mixed(data, self.precision):
+                    mu, logvar = self.model.encode(data)
+                    recon_mu = decode(self.model, mu)
+                    recon_z = decode(self.model, reparameterize(mu, logvar, self._batch_noise(noise, batch_idx, len(data))))
+                mu, logvar = mu.float(), logvar.float()
+                loss_mu += loss_function(recon_mu.float(), data, mu, logvar).item()
+                loss_sampled += loss_function(recon_z.float(), data, mu, logvar).item()
         n = len(self.test_set)
         return per_sample(self.m.spec().metric_names, (loss_mu, loss_sampled), n)
 
@@ -118,8 +121,10 @@ class TorchReferenceBackend:
         return loss.item()
 
     def _loss(self, data, eps):
-        recon, mu, logvar = forward(self.model, data, eps)
-        return loss_function(recon, data, mu, logvar)
+        """The example's loss of one batch; under bf16 the model runs in autocast, the loss in float32."""
+        with tc.mixed(data, self.precision):
+            recon, mu, logvar = forward(self.model, data, eps)
+        return loss_function(recon.float(), data, mu.float(), logvar.float())
 
     def get_state(self) -> dict[str, np.ndarray]:
         return tc.get_state(self.model, self.optimizer)

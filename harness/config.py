@@ -81,7 +81,8 @@ class RunConfig:
     engine_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Precision is the experiment's, not one engine's: every engine runs it, and runs of different
     # precision are never compared (harness/verification/agreement.py).
-    precision: str = "float32"  # "float32" (true fp32) or "tf32" (opt-in, GPU only)
+    precision: str = "float32"  # "float32" (true fp32), "tf32" (opt-in, GPU only) or "bf16" (mixed; see
+    # backends/torch_common.py `mixed` and backends/jax_programs.py: bf16 compute, float32 master weights)
     train_limit: int = 0  # 0 = all 60000; tests use a few hundred samples
     test_limit: int = 0
     timeout: float = 0.0  # seconds per backend, 0 = none

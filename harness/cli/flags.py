@@ -78,6 +78,9 @@ def add_run_flags(p: argparse.ArgumentParser, default_epochs: int | None = 10) -
                    metavar="BACKEND.OPTION=VALUE",
                    help="an engine's own option, e.g. jax.epoch=loop (repeatable; options: backends/__init__.py)")
     p.add_argument("--allow-tf32", action="store_true", help="let float32 matmuls use TF32 (GPU; recorded)")
+    p.add_argument("--precision", choices=("float32", "bf16"), default="float32",
+                   help="bf16: bfloat16 matrix products and convolutions, float32 weights, gradients, Adam "
+                        "state and loss, in every backend (labelled; never compared with float32 runs)")
     p.add_argument("--noise", choices=NOISE_SOURCES, default="harness",
                    help="harness (default): every backend gets the same noise arrays; framework: each "
                         "framework draws its own (opt-in, never compared with harness-noise runs)")
@@ -103,7 +106,7 @@ def run_config(args) -> RunConfig:
         threads=args.threads or len(os.sched_getaffinity(0)),
         engine_options=merged_options(compile_options(args.backends, args.compile_mode),
                                       getattr(args, "engine_options", [])),
-        precision="tf32" if args.allow_tf32 else "float32",
+        precision=precision_of(args),
         train_limit=args.train_limit or 0, test_limit=args.test_limit or 0, timeout=args.timeout,
         target_loss=args.target_loss if getattr(args, "target_loss", None) is not None else default_target(model.workload),
         repeats=getattr(args, "repeats", 0), noise=args.noise, cold_compile=args.cold_compile,
@@ -127,6 +130,16 @@ def merged_options(base: dict[str, dict[str, str]], given: list[tuple[str, str, 
     for backend, option, value in given:
         out.setdefault(backend, {})[option] = value
     return out
+
+
+def precision_of(args) -> str:
+    """float32, tf32 (--allow-tf32) or bf16 (--precision bf16); asking for both is one error line."""
+    precision = getattr(args, "precision", "float32")
+    if getattr(args, "allow_tf32", False):
+        if precision != "float32":
+            raise HarnessError(f"--allow-tf32 and --precision {precision} exclude each other")
+        return "tf32"
+    return precision
 
 
 def compile_options(names, mode: str) -> dict[str, dict[str, str]]:

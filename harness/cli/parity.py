@@ -5,6 +5,7 @@ from pathlib import Path
 
 from backends.info import framework_info
 from harness.cli.flags import add_run_flags, positive_int, run_config
+from harness.errors import HarnessError
 from harness.verification.parity import KINK_BUDGET, LOSS_RTOL, STEP_RTOL, run
 
 
@@ -25,6 +26,9 @@ def cmd_parity(args, argv) -> int:
     from harness.reporting.console import console
 
     config = run_config(args)
+    if config.precision == "bf16":
+        raise HarnessError("parity judges float32 steps against the float64 oracle; a bf16 step is judged by "
+                           "its own calibrated loss bands (harness check), not by parity")
     if args.out is not None:
         from harness import atomic
         atomic.ensure_writable_dir(args.out, "--out folder")  # fail before minutes of work, not after

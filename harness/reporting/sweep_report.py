@@ -116,7 +116,7 @@ def _header(state: SweepState) -> str:
     spec = state.spec
     ok = sum(j.status == "ok" for j in state.jobs)
     return (f"# vae-bench sweep\n\n"
-            f"- backends: {', '.join(spec.backends)}; devices: {', '.join(spec.devices)}; "
+            f"- workload: {spec.workload}; backends: {', '.join(spec.backends)}; devices: {', '.join(spec.devices)}; "
             f"seeds: {', '.join(map(str, spec.seeds))}; latent sizes: {', '.join(map(str, spec.latent_dims))}\n"
             f"- {spec.epochs} epoch(s) per job; {spec.train_limit or 60000} training samples; "
             f"threads {spec.threads or 'all cores'}; executor {spec.executor}\n"

@@ -57,7 +57,8 @@ def results_table(record: RunRecord) -> Table:
            if r.backend == "torch-reference" and r.summary}
     invalid = floor.problem(record.results)
     metrics = workload_of(record.config).metrics
-    table = Table(title=f"vae-bench results, {workload_of(record.config).name} ("
+    table = Table(title=f"vae-bench results, {workload_of(record.config).name}, "
+                        f"{record.config.get('precision', 'float32')} ("
                         + "; ".join(f"{m.name}: {m.meaning}" for m in metrics) + ")", caption=invalid)
     for col in ("backend", "device", "status", "epochs", "train_loss", *(m.name for m in metrics),
                 "compile s", "1st epoch s", "steady s/epoch (min-max)", "train samples/s",

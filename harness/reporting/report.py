@@ -147,7 +147,8 @@ def write_report(run_dirs: list[Path], out_dir: Path) -> Path:
     if not entries:
         raise HarnessError(f"{', '.join(map(str, run_dirs))}: no backend results to report")
     title = ", ".join(sorted({e.result.device for e in entries}))
-    names = ", ".join(sorted({results.workload_of(e.record.config).name for e in entries}))
+    names = ", ".join(sorted({f"{results.workload_of(e.record.config).name}, {e.record.config.get('precision', 'float32')}"
+                              for e in entries}))
     lines = [f"# vae-bench report: {names} ({title})", "",
              "From: " + ", ".join(f"`{d / results.RESULTS_FILE}`" for d in run_dirs), "",
              "## Verdict", "", verdict(entries), "", *gap_table(entries)]

@@ -17,7 +17,6 @@ import numpy as np
 
 from harness.config import RunConfig, epoch_noise, noise_seed
 
-
 # The workload's test metrics, per test image, by name (workloads.spec.Workload.metrics).
 Metrics = dict[str, float]
 
@@ -97,6 +96,3 @@ def adam_state_keys(param_names: list[str]) -> list[str]:
     return ["adam.step"] + [f"adam.m.{n}" for n in param_names] + [f"adam.v.{n}" for n in param_names]
 
 
-def params_only(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The model parameters of a state dict (drops the optimiser entries)."""
-    return {k: v for k, v in state.items() if not k.startswith("adam.")}

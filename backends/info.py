@@ -15,13 +15,14 @@ from harness.config import RunConfig
 def framework_info(backend: str, config: RunConfig, described: dict[str, Any] | None = None) -> dict[str, Any]:
     """Called inside the child, after the framework was imported: versions and numeric settings, plus what
     the backend says of its own arrangement (`describe()`, e.g. which step torch-compile runs)."""
-    info: dict[str, Any] = {"precision": config.precision, "noise": config.noise, **(described or {})}
+    # the engine's own options (e.g. torch-compile's mode, jax's epoch), then what it says it runs
+    info: dict[str, Any] = {"precision": config.precision, "noise": config.noise, **config.options(backend),
+                            **(described or {})}
     if "torch" in sys.modules:
         import torch
         info.update(torch=torch.__version__, torch_threads=torch.get_num_threads(),
                     torch_cuda=torch.version.cuda,
                     matmul_precision=torch.get_float32_matmul_precision())
-        info.update(config.options(backend))  # the engine's own options, e.g. torch-compile's mode
     if "jax" in sys.modules:
         import jax
         info.update(jax=jax.__version__, jax_backend=jax.default_backend(),

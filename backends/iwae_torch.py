@@ -1,7 +1,7 @@
 """The IWAE bound in PyTorch, float32, for runs trained by torch, torch-compile and torch-reference.
 
 `python -m backends.iwae_torch JSON` (see backends/iwae_child.py for the JSON and the outputs). The
-saved params load into the pytorch/examples module of backends/torch_common.py on the run's device;
+saved params load into the MLP workload's torch model (workloads/mlp_vae/torch_model.py) on the run's device;
 per batch of B test images and their K draws eps (B, K, L) from the harness:
 
     z = mu + sigma * eps;  log w = log p(x|z) + log p(z) - log q(z|x);  bound = logsumexp_k(log w) - log K

@@ -11,7 +11,8 @@ module places the data and state on the device, compiles ahead of time and conve
   The lockstep step and `decode` are not part of a timed run and compile on first use.
 * Compile (warmup) cost grows with the number of distinct step shapes (the scan body and the tail),
   plus the noise and evaluation programs; `compile_seconds` in every results.json is its measure.
-* float32 everywhere, matmul precision 'highest' unless the run asks for tf32.
+* float32 everywhere (matmul precision 'highest') unless the run asks for tf32, or for bf16 (the model on
+  bfloat16 copies of params and inputs, everything else float32: backends/jax_programs.py).
 * State: the harness's neutral layout (weights (out, in), `adam.m.*`, `adam.v.*`, `adam.step`) converts
   to and from Flax's (kernels (in, out)) through the workload's flax_model.py (`to_flax`, `from_flax`).
 
@@ -70,7 +71,7 @@ def epoch_arrangement(option: str, device: jax.Device, m: ModelConfig) -> str:
 
 
 class JaxBackend:
-    """`jax`: Flax NNX + Optax adam, one jitted lax.scan per epoch with donated state, float32."""
+    """`jax`: Flax NNX + Optax adam, a jitted lax.scan epoch (or a loop of jitted steps), donated state."""
 
     name = "jax"
     epoch = "scan"  # set per run in setup() (engine option `epoch`); the class default describes the usual case

@@ -16,7 +16,7 @@ from harness.config import RunConfig
 
 
 class TorchEagerBackend:
-    """`torch`: eager PyTorch, float32."""
+    """`torch`: eager PyTorch, float32 (or the bf16 recipe of torch_common.mixed)."""
 
     name = "torch"
 

@@ -41,7 +41,9 @@ def reparameterize(mu, logvar, eps=None):
 
 
 def decode(model: nn.Module, z):
-    return torch.sigmoid(model.decode_logits(z))
+    """The example's decode: sigmoid of the logits, taken in float32 (under bf16 the logits are bf16, and
+    bf16 probabilities would round to 1 and send BCE to its clamp)."""
+    return torch.sigmoid(model.decode_logits(z).float())
 
 
 def forward(model: nn.Module, x, eps=None):

@@ -12,7 +12,6 @@ is why the engine's `auto` loops for a convolutional workload on the CPU (backen
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys

@@ -5,7 +5,7 @@
 The study behind PARITY_RTOL (harness/verification/oracle.py) and behind teacher forcing (harness/verification/parity.py),
 made reproducible: docs/correctness.md quotes its output, so no tolerance rests on an unrecorded run.
 
-Part 1, rounding: for every seed, the backend and harness.verification.reference each run N free (not teacher-forced)
+Part 1, rounding: for every seed, the backend and harness.verification.oracle each run N free (not teacher-forced)
 Adam steps from init_params(seed) on the batches and noise of parity.lockstep_inputs; at N = 10, 20 and
 50 it records the worst tensor's rms_rel_err (oracle.compare, the decision metric) and max|d|/max|ref|
 (for contrast), and each step's loss relative error.

@@ -52,6 +52,7 @@ class ModelConfig:
         return self.spec().param_shapes(self)
 
     def param_order(self) -> tuple[str, ...]:
+        """The parameter names in state_dict order."""
         return tuple(self.shapes())
 
     @classmethod
@@ -128,6 +129,7 @@ def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
 
 
 NOISE_SOURCES = ("harness", "framework")
+PRECISIONS = ("float32", "tf32", "bf16")  # RunConfig.precision
 
 
 def noise_seed(seed: int, epoch: int) -> int:

@@ -90,3 +90,8 @@ def test_engine_options_are_recorded_and_checked(tmp_path):
     assert_one_line_error(harness("run", "--backends", "jax", "--engine-option", "jax.speed=11", *SMALL,
                                   "--out", tmp_path / "bad2"), "no option 'speed'")
     assert_one_line_error(harness("run", "--engine-option", "nonsense", *SMALL), "BACKEND.OPTION=VALUE")
+
+
+def test_an_engine_option_for_a_backend_not_trained_is_one_line(tmp_path):
+    assert_one_line_error(harness("run", "--backends", "torch", "--engine-option", "jax.epoch=loop", *SMALL,
+                                  "--out", tmp_path / "r"), "jax", "does not train")

@@ -70,3 +70,9 @@ def test_multiple_cell():
     assert floor.multiple_cell({}, None) == "-"
     assert floor.multiple_cell({"floor_multiple": 1.234}, None) == "1.23"
     assert floor.multiple_cell({"floor_multiple": 1.234}, "floor invalid: ...") == "invalid"
+
+
+def test_a_bf16_run_has_no_float32_floor():
+    """The probe times float32 products; a bf16 run is not held to (or below) that floor."""
+    r = result("torch", 0.5, precision="bf16")
+    assert floor.floor_seconds(PROBE, "bf16") is None and "floor_multiple" not in r.summary

@@ -99,7 +99,7 @@ def test_compare_flags_an_injected_change(run_dir, tmp_path):
 
     rows = compare.compare(run_dir, new)
     torch_row = next(r for r in rows if r.backend == "torch")
-    assert (torch_row.loss_flag, torch_row.sampled_flag, torch_row.speed_flag) == (1, 0, 1)
+    assert (torch_row.loss_flag, torch_row.metric_flags["test_loss_sampled"], torch_row.speed_flag) == (1, 0, 1)
 
     same = next(r for r in compare.compare(run_dir, run_dir) if r.backend == "torch")
     assert (same.loss_flag, same.speed_flag) == (0, 0)

@@ -14,6 +14,7 @@ DEFAULT = "mlp-vae"
 
 
 def names() -> list[str]:
+    """The workload names users can pass to --workload."""
     return list(PACKAGES)
 
 

@@ -59,9 +59,6 @@ class Workload:
         """Import one file of the workload folder: "oracle", "torch_model" or "flax_model"."""
         return importlib.import_module(f"{self.package}.{part}")
 
-    def param_order(self, model) -> tuple[str, ...]:
-        return tuple(self.param_shapes(model))
-
     def init_params(self, seed: int, model) -> dict[str, np.ndarray]:
         """Initial weights drawn once in NumPy with PyTorch's default rule (see `torch_rule_init`)."""
         return torch_rule_init(seed, self.param_shapes(model))

@@ -18,7 +18,6 @@ from harness.verification.targets import (
     write_targets,
 )
 
-
 ALL_BACKENDS = ("torch-reference", "torch", "torch-compile", "jax")  # a new profile's, unless --backends
 
 def add_subcommands(sub) -> None:

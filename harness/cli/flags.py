@@ -112,6 +112,9 @@ def run_config(args) -> RunConfig:
         repeats=getattr(args, "repeats", 0), noise=args.noise, cold_compile=args.cold_compile,
     )
     backends.check_options(config.engine_options)
+    absent = sorted(set(config.engine_options) - set(config.backends))
+    if absent:
+        raise HarnessError(f"--engine-option for {', '.join(absent)}, which this run does not train")
     return config
 
 

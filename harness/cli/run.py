@@ -22,7 +22,8 @@ def add_subcommands(sub) -> None:
     add_run_flags(p)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--target-loss", type=float, default=None,
-                   help="test_loss threshold for time-to-quality (default: the CI target, else 100)")
+                   help="primary-metric threshold for time to quality (default: the band top at the last "
+                        "epoch of the workload's longest calibrated profile, else 100)")
     p.add_argument("--repeats", type=non_negative_int, default=0, metavar="K",
                    help="K extra timed epochs per backend after training, on a saved copy of the state, "
                         "for tighter steady-state figures (losses and params unchanged)")

@@ -12,15 +12,14 @@ from typing import Any
 import backends
 import workloads
 from harness.cli import flags
-from harness.config import ModelConfig
+from harness.config import PRECISIONS, ModelConfig
 from harness.errors import HarnessError
 from harness.measurement import measure
-from harness.sweeps.state import (DEFAULT_SEEDS, EXECUTORS, FINISHED, SWEEP_FILE, SweepSpec, SweepState, load,
-                                  new_state)
+from harness.sweeps.state import DEFAULT_SEEDS, EXECUTORS, FINISHED, SWEEP_FILE, SweepSpec, SweepState, load, new_state
 from harness.sweeps.summary import _ci, fmt_ci, metric_names
 from harness.sweeps.sweep import prepare_dir, run
 
-SPEC_FLAGS = ("backends", "devices", "seeds", "latent_dims", "workload", "epochs", "threads", "compile_mode", "precision",
+SPEC_FLAGS = ("backends", "devices", "seeds", "latent_dims", "workload", "epochs", "threads", "compile_mode",
               "timeout", "train_limit", "test_limit", "target_loss", "cold_compile", "executor", "address",
               "max_retries")
 
@@ -76,6 +75,8 @@ def read_spec_file(path: Path) -> dict[str, Any]:
     if "device" in raw:
         raw["devices"] = raw.pop("device")
     if raw.pop("allow_tf32", False):
+        if raw.get("precision", "float32") != "float32":
+            raise HarnessError(f"--spec {path}: allow_tf32 and precision {raw['precision']!r} exclude each other")
         raw["precision"] = "tf32"
     return {k: _coerce(k, v) for k, v in raw.items()}
 
@@ -108,6 +109,9 @@ def build_spec(fields: dict[str, Any]) -> SweepSpec:
             raise HarnessError(f"{name} repeat a value: {', '.join(map(str, values))}")
     if spec.epochs < 1:
         raise HarnessError(f"epochs must be a positive integer, not {spec.epochs}")
+    if spec.precision not in PRECISIONS:
+        raise HarnessError(f"precision {spec.precision!r}: choose from {', '.join(PRECISIONS)}")
+    backends.check_options({"torch-compile": {"mode": spec.compile_mode}})
     return dataclasses.replace(spec, devices=tuple(resolve_devices(spec.devices, spec.executor,
                                                                    backends.frameworks(spec.backends))))
 

@@ -14,8 +14,9 @@ from harness.measurement.results import BackendResult
 
 
 def floor_seconds(probe: dict | None, precision: str) -> float | None:
-    """The probe's floor for a run of `precision`: the TF32 floor for a TF32 run, when it was probed."""
-    if not probe:
+    """The probe's floor for a run of `precision`: the TF32 floor for a TF32 run, when it was probed;
+    None for bf16, whose matrix products the probe does not time (a float32 floor would not bound it)."""
+    if not probe or precision == "bf16":
         return None
     if precision == "tf32" and probe.get("floor_seconds_per_epoch_tf32"):
         return probe["floor_seconds_per_epoch_tf32"]

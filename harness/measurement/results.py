@@ -118,7 +118,7 @@ class RunRecord:
         return cls(config=d["config"], environment=d.get("environment", {}),
                    results=[BackendResult.from_dict(r) for r in d.get("results", [])],
                    probe=d.get("probe"), command=d.get("command", ""),
-                   schema_version=d.get("schema_version", SCHEMA_VERSION))
+                   schema_version=SCHEMA_VERSION)  # read into this version's shape, so written as it
 
 
 def finite_epochs(r: BackendResult) -> list[EpochRecord]:
@@ -127,8 +127,12 @@ def finite_epochs(r: BackendResult) -> list[EpochRecord]:
 
 
 def workload_of(config: dict[str, Any]) -> Workload:
-    """The workload a results file's config trained (records before workloads existed: the MLP VAE)."""
-    return ModelConfig.from_dict(config.get("model") or {}).spec()
+    """The workload a results file's config trained (records before workloads existed: the MLP VAE);
+    a workload this version does not know is one error line."""
+    try:
+        return ModelConfig.from_dict(config.get("model") or {}).spec()
+    except ValueError as exc:
+        raise HarnessError(str(exc)) from None
 
 
 def save(record: RunRecord, run_dir: Path) -> None:

@@ -10,7 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.measurement.results import BackendResult, RunRecord, finite_epochs
+from harness.measurement.results import BackendResult, RunRecord
 
 REFERENCE_BACKEND = "torch-reference"  # the pytorch/examples loop users know: the speed-up baseline
 
@@ -41,16 +41,6 @@ def load_entries(loaded: list[tuple[Path, RunRecord]]) -> list[Entry]:
 
 def steady_seconds(r: BackendResult) -> float | None:
     return r.summary.get("steady_seconds_per_epoch") if r.summary else None
-
-
-def max_difference(a: BackendResult, b: BackendResult) -> tuple[float, int] | None:
-    """Largest |difference| of the primary test metric over the epochs both finished, and its epoch."""
-    la = {e.epoch: e.primary for e in finite_epochs(a)}
-    lb = {e.epoch: e.primary for e in finite_epochs(b)}
-    common = sorted(set(la) & set(lb))
-    if not common:
-        return None
-    return max((abs(la[k] - lb[k]), k) for k in common)
 
 
 def by_device(entries: list[Entry]) -> dict[str, list[Entry]]:

@@ -150,7 +150,7 @@ class SweepState:
                    summary=d.get("summary", []), command=d.get("command", ""),
                    environment=d.get("environment", {}), started=d.get("started", ""),
                    updated=d.get("updated", ""), wall_seconds=d.get("wall_seconds", 0.0),
-                   schema_version=d.get("schema_version", SCHEMA_VERSION))
+                   schema_version=SCHEMA_VERSION)  # read into this version's shape, so written as it
 
 
 # ------------------------------------------------------------------------------------ sweep.json

@@ -7,10 +7,9 @@ the noise source. Only then is a loss gap between them a statement about the fra
 """
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 # The fields of an experiment, in the order a mismatch is reported.
 EXPERIMENT_FIELDS = ("device_kind", "model", "precision", "train_limit", "test_limit", "noise")
@@ -81,8 +80,3 @@ def epoch_gaps(losses: dict[str, dict[int, float]]) -> dict[int, Gap]:
     return gaps
 
 
-def pairs_at(losses: dict[str, dict[int, float]], epoch: int) -> Iterable[tuple[str, str, float]]:
-    """Every (a, b, |difference|) at `epoch`: who is involved when a gap is too large."""
-    at = {b: per[epoch] for b, per in losses.items() if epoch in per}
-    for a, b in itertools.combinations(sorted(at), 2):
-        yield a, b, abs(at[a] - at[b])

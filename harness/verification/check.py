@@ -81,8 +81,3 @@ def evaluate(record, profile: Profile) -> list[Finding]:
             findings.append(Finding(f"{gap.high} vs {gap.low}", f"{primary} gap at epoch {epoch}", gap.value,
                                     f"<= {tol:g}", seed, gap.value <= tol))
     return findings
-
-
-# ---------------------------------------------------------------- commands
-
-

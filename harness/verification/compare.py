@@ -206,8 +206,8 @@ def print_table(base_dir: Path, new_dir: Path, rows: list[Row]) -> None:
     colour = {1: "red", -1: "green"}
     for r, d in zip(rows, display):
         cells = dict(d)
-        for col, flag in (("loss change", r.loss_flag), ("sampled change", r.sampled_flag),
-                          ("speed change", r.speed_flag)):
+        flags = [(f"{name} change", flag) for name, flag in r.metric_flags.items()]
+        for col, flag in [*flags, ("speed change", r.speed_flag)]:
             if flag in colour:
                 cells[col] = f"[bold {colour[flag]}]{cells[col]}[/]"
         table.add_row(*cells.values())

@@ -88,7 +88,7 @@ BUGS = {  # name -> (loss and gradient of (params, x, eps), options of adam())
 def float64_run(variant, params, batches, noise, m) -> tuple[dict[int, dict], list[float]]:
     """Params at each checkpoint and each step's loss (before the update), of a float64 variant."""
     grad_fn, options = variant
-    p, s = oracle._cast(params), oracle.adam_init(params)
+    p, s = oracle.as_float64(params), oracle.adam_init(params)
     at, losses = {}, []
     for i, (x, e) in enumerate(zip(batches, noise), 1):
         loss, g = grad_fn(p, x, e)
@@ -103,7 +103,7 @@ def rounding(backend, seed: int, train_x, m: ModelConfig) -> dict:
     params = init_params(seed, m)
     batches, noise = parity.lockstep_inputs(train_x, max(CHECKPOINTS), seed, m.batch_size, m.latent_dim)
     ref_at, ref_losses = float64_run(CORRECT, params, batches, noise, m)
-    backend.set_state(parity.to_state32(oracle._cast(params), oracle.adam_init(params)))
+    backend.set_state(parity.to_state32(oracle.as_float64(params), oracle.adam_init(params)))
     out: dict = {"seed": seed, "loss_rel_err": []}
     for i, (x, e) in enumerate(zip(batches, noise), 1):
         out["loss_rel_err"].append(abs(backend.lockstep_step(x, e) - ref_losses[i - 1]) / abs(ref_losses[i - 1]))

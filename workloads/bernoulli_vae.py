@@ -15,6 +15,11 @@ METRICS = (
 )
 
 
+def as_float64(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The oracles compute in float64 whatever the caller passes (float32 params, gradients, Adam state)."""
+    return {k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()}
+
+
 def sigmoid(t: np.ndarray) -> np.ndarray:
     """Logistic function; the tanh form never overflows, unlike 1 / (1 + exp(-t))."""
     return 0.5 * (1.0 + np.tanh(0.5 * t))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.config import ModelConfig
+from workloads.bernoulli_vae import as_float64
 
 # Parity tolerance, used by `compare` per tensor on the RMS of the difference:
 #     rms(cand - ref) <= PARITY_ATOL + PARITY_RTOL * rms(ref)      (rms = Frobenius norm / sqrt(size))
@@ -43,9 +44,6 @@ PARITY_RTOL = 1e-4
 PARITY_ATOL = 1e-8
 
 
-def _cast(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()}
-
 
 @dataclass
 class AdamState:
@@ -58,7 +56,7 @@ class AdamState:
 
 def adam_init(params: dict[str, np.ndarray]) -> AdamState:
     """Zero moments at step 0, as torch.optim.Adam and optax.adam start."""
-    p = _cast(params)
+    p = as_float64(params)
     return AdamState(step=0, m={k: np.zeros_like(a) for k, a in p.items()},
                      v={k: np.zeros_like(a) for k, a in p.items()})
 
@@ -76,7 +74,7 @@ def adam_update(
     """
     b1, b2, lr, eps = model.beta1, model.beta2, model.learning_rate, model.adam_eps
     t = state.step + 1
-    p, g = _cast(params), _cast(grads)
+    p, g = as_float64(params), as_float64(grads)
     new_p, new_m, new_v = {}, {}, {}
     for k in p:
         new_m[k] = b1 * state.m[k] + (1.0 - b1) * g[k]
@@ -98,7 +96,7 @@ def train_steps(
     """
     if len(batches) != len(eps_list):
         raise ValueError(f"{len(batches)} batches but {len(eps_list)} noise arrays")
-    p = _cast(params)
+    p = as_float64(params)
     state = adam_init(p)
     losses = []
     for x, eps in zip(batches, eps_list):

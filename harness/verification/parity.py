@@ -116,7 +116,7 @@ class OracleChain:
 
 
 def oracle_chain(params: dict, batches, noise, model) -> OracleChain:
-    state = to_state32(oracle._cast(params), oracle.adam_init(params))
+    state = to_state32(oracle.as_float64(params), oracle.adam_init(params))
     states, after, losses = [], [], []
     for x, eps in zip(batches, noise):
         ref_params, ref_adam, ref_loss = oracle_step(state, x, eps, model)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from workloads.bernoulli_vae import bce_sum, d_kl, kl_divergence, sigmoid
+from workloads.bernoulli_vae import as_float64, bce_sum, d_kl, kl_divergence, sigmoid
 
 IMAGE_SIDE = 28
 KERNEL = 3
@@ -121,9 +121,6 @@ def conv_transpose2d(x: np.ndarray, w: np.ndarray, stride: int = 1, pad: int = 0
 
 # --- the model --------------------------------------------------------------------------------------
 
-def _cast(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()}
-
 
 def _bias(p: dict, name: str) -> np.ndarray:
     return p[f"{name}.bias"][:, None, None]  # broadcast over (H, W) of a (B, C, H, W) map
@@ -148,7 +145,7 @@ def forward(params: dict[str, np.ndarray], x: np.ndarray, eps: np.ndarray | None
     Returns every intermediate the backward pass needs ('a*' pre-activations, 'h*' ReLU outputs) plus
     'mu', 'logvar', 'logits' (B, 784), 'recon' = sigmoid(logits) and 'loss' = 'bce' + 'kld', batch sums.
     """
-    p = _cast(params)
+    p = as_float64(params)
     x = np.asarray(x, dtype=np.float64)
     img = x.reshape(x.shape[0], 1, IMAGE_SIDE, IMAGE_SIDE)
     a1 = conv2d(img, p["conv1.weight"], 2) + _bias(p, "conv1")
@@ -174,7 +171,7 @@ def loss(params: dict[str, np.ndarray], x: np.ndarray, eps: np.ndarray | None) -
 
 def loss_and_grad(params: dict[str, np.ndarray], x: np.ndarray, eps: np.ndarray | None) -> tuple[float, dict]:
     """The batch-sum loss and its gradient w.r.t. every parameter, by a hand-written backward pass."""
-    p = _cast(params)
+    p = as_float64(params)
     f = forward(p, x, eps)
     b = f["x"].shape[0]
     g: dict[str, np.ndarray] = {}
@@ -218,7 +215,7 @@ def loss_and_grad(params: dict[str, np.ndarray], x: np.ndarray, eps: np.ndarray 
 
 def decode(params: dict[str, np.ndarray], z: np.ndarray) -> np.ndarray:
     """Bernoulli means sigmoid(logits), (n, 784) float64, of latent codes z (n, latent): report figures."""
-    return sigmoid(_decoder(_cast(params), np.asarray(z, dtype=np.float64))["logits"])
+    return sigmoid(_decoder(as_float64(params), np.asarray(z, dtype=np.float64))["logits"])
 
 
 # --- FLOPs ------------------------------------------------------------------------------------------

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from workloads.bernoulli_vae import bce_sum, d_kl, kl_divergence, sigmoid
+from workloads.bernoulli_vae import as_float64, bce_sum, d_kl, kl_divergence, sigmoid
 from workloads.mlp_vae import LAYERS
 
-
-def _cast(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()}
 
 
 def _linear(params: dict[str, np.ndarray], name: str, x: np.ndarray) -> np.ndarray:
@@ -28,7 +25,7 @@ def forward(params: dict[str, np.ndarray], x: np.ndarray, eps: np.ndarray | None
     eps is the reparameterisation noise, shape (B, latent_dim); None means z = mu (the eval-mode test
     loss). Returns every intermediate the backward pass needs plus 'loss' = 'bce' + 'kld', batch sums.
     """
-    p = _cast(params)
+    p = as_float64(params)
     x = np.asarray(x, dtype=np.float64)
     a1 = _linear(p, "fc1", x)
     h1 = np.maximum(a1, 0.0)
@@ -57,7 +54,7 @@ def loss_and_grad(
     params: dict[str, np.ndarray], x: np.ndarray, eps: np.ndarray | None
 ) -> tuple[float, dict[str, np.ndarray]]:
     """The batch-sum loss and its gradient w.r.t. every parameter, by a hand-written backward pass."""
-    p = _cast(params)
+    p = as_float64(params)
     f = forward(p, x, eps)
     grads: dict[str, np.ndarray] = {}
 
@@ -83,6 +80,6 @@ def loss_and_grad(
 
 def decode(params: dict[str, np.ndarray], z: np.ndarray) -> np.ndarray:
     """Bernoulli means sigmoid(fc4(relu(fc3(z)))) for latent codes z, in float64 (the report's figures)."""
-    p = _cast(params)
+    p = as_float64(params)
     h = np.maximum(np.asarray(z, np.float64) @ p["fc3.weight"].T + p["fc3.bias"], 0.0)
     return sigmoid(h @ p["fc4.weight"].T + p["fc4.bias"])

@@ -18,11 +18,10 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from harness import atomic  # noqa: E402
-from harness.config import ModelConfig  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 from harness.measurement import measure, results, stats
 from harness.sweeps.state import SweepState, load  # noqa: E402
-from harness.sweeps.summary import fmt_ci, metric_names  # noqa: E402
+from harness.sweeps.summary import fmt_ci, metric_names, workload_of  # noqa: E402
 
 REPORT_FILE = "report.md"
 LOSS_FIGURE = "sweep-loss-curves.png"
@@ -42,7 +41,7 @@ def write_sweep_report(sweep_dir: Path, out_dir: Path) -> Path:
     parts = [_header(state), _summary_section(state), _comparison_section(state)]
     if not curves.empty:
         _plot_loss_curves(curves, metric_names(state.spec), out_dir / LOSS_FIGURE)
-        meanings = "; ".join(f"`{m.name}`: {m.meaning}" for m in workload_of(state).metrics)
+        meanings = "; ".join(f"`{m.name}`: {m.meaning}" for m in workload_of(state.spec).metrics)
         parts.append(f"## Loss curves\n\nMean over seeds per backend, band = 95% t-interval ({meanings}).\n\n"
                      f"![loss curves]({LOSS_FIGURE})\n")
         _plot_throughput(state, out_dir / THROUGHPUT_FIGURE)
@@ -59,10 +58,6 @@ def write_sweep_report(sweep_dir: Path, out_dir: Path) -> Path:
     path = out_dir / REPORT_FILE
     atomic.write_text(path, "\n".join(parts))
     return path
-
-
-def workload_of(state: SweepState):
-    return ModelConfig(workload=state.spec.workload).spec()
 
 
 # ---------------------------------------------------------------------------------------- data

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.config import ModelConfig
+from harness.measurement import results
 from harness.sweeps.state import SweepJob, SweepSpec
+from workloads.spec import Workload
 
 
 def summary_rows(jobs: list[SweepJob]) -> list[dict[str, Any]]:
@@ -18,9 +19,15 @@ def summary_rows(jobs: list[SweepJob]) -> list[dict[str, Any]]:
             if j.status == "ok" and j.metrics and j.samples_per_second is not None]
 
 
+def workload_of(spec: SweepSpec) -> Workload:
+    """The workload every job of the sweep trains, read as a results file's config would be, so that the
+    sweep's tables and report name the same metrics as its jobs' results files."""
+    return results.workload_of({"model": {"workload": spec.workload}})
+
+
 def metric_names(spec: SweepSpec) -> tuple[str, ...]:
     """The test metrics the sweep's workload reports (the first is the primary one)."""
-    return ModelConfig(workload=spec.workload).spec().metric_names
+    return workload_of(spec).metric_names
 
 
 def _ci(entry: dict[str, Any], point: str, prefix: str) -> tuple[float | None, float | None, float | None]:

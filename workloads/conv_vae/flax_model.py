@@ -131,11 +131,6 @@ class Model(nnx.Module):
         return self.decode_logits(z), mu, logvar
 
 
-def abstract_model(m: ModelConfig) -> Model:
-    """The module's structure without running Flax's initialisers (the harness supplies the weights)."""
-    return nnx.eval_shape(lambda: Model(m, nnx.Rngs(0)))
-
-
 def to_flax(params: dict[str, np.ndarray]) -> dict:
     """Neutral layout -> {'conv1': {'kernel', 'bias'}, ...}: the shared conversion (workloads/flax_layout.py),
     whose 4-D permutation (2, 3, 1, 0) serves Conv2d and, with transpose_kernel=True, ConvTranspose2d."""

@@ -11,9 +11,11 @@ arithmetic, so each backend's s/epoch divided by it says how much time goes else
 
 On CUDA the products are captured once in a CUDA graph and the graph is replayed: issued one by one, a
 few thousand tiny kernels cost more in launches than in arithmetic, and a backend that fuses or graphs
-its step (XLA, a captured step) would come out below such a "floor". With `tf32` the probe measures
-the TF32 floor and peak as well, since a TF32 run is held to those. On the CPU there is no launch to
-exclude, and the products run as a plain loop.
+its step (XLA, a captured step) would come out below such a "floor". A TF32 or bf16 run is held to
+the floor and peak of its own arithmetic, so for those precisions the probe measures them again with
+TF32 products or with bf16 operands (the products a bf16 run's autocast or bf16 copies make; on AMX
+CPUs and tensor-core GPUs far faster than float32). On the CPU there is no launch to exclude, and
+the products run as a plain loop.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import time
 import torch
 
 from harness.config import ModelConfig
+from workloads.mlp_vae import train_products
 
 
 def _sync(device: torch.device) -> None:
@@ -44,10 +47,10 @@ def _best_of(fn, device: torch.device, repeats: int) -> float:
     return best
 
 
-def matmul_peak_gflops(device: torch.device, n: int, repeats: int) -> float:
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    c = torch.empty(n, n, device=device)
+def matmul_peak_gflops(device: torch.device, n: int, repeats: int, dtype: torch.dtype = torch.float32) -> float:
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    c = torch.empty(n, n, device=device, dtype=dtype)
     inner = 10 if device.type == "cuda" else 1
     def run():
         for _ in range(inner):
@@ -55,19 +58,14 @@ def matmul_peak_gflops(device: torch.device, n: int, repeats: int) -> float:
     return 2 * n**3 * inner / _best_of(run, device, repeats) / 1e9
 
 
-def epoch_products(m: ModelConfig, batch_sizes: list[int], device: torch.device):
+def epoch_products(m: ModelConfig, batch_sizes: list[int], device: torch.device,
+                   dtype: torch.dtype = torch.float32):
     """A closure doing every matrix product of one epoch's training steps, on preallocated operands."""
-    d, h, z = m.input_dim, m.hidden_dim, m.latent_dim
-    r = lambda *s: torch.randn(*s, device=device)
-    # (m, k, n) of each product per batch of size B: forward, weight gradients, input gradients.
-    def shapes(B):
-        fwd = [(B, d, h), (B, h, z), (B, h, z), (B, z, h), (B, h, d)]
-        wgrad = [(h, B, d), (z, B, h), (z, B, h), (h, B, z), (d, B, h)]
-        igrad = [(B, z, h), (B, z, h), (B, h, z), (B, d, h)]
-        return fwd + wgrad + igrad
+    r = lambda *s: torch.randn(*s, device=device, dtype=dtype)
     ops = {}
     for B in set(batch_sizes):
-        ops[B] = [(r(mm, k), r(k, nn), torch.empty(mm, nn, device=device)) for mm, k, nn in shapes(B)]
+        ops[B] = [(r(rows, k), r(k, cols), torch.empty(rows, cols, device=device, dtype=dtype))
+                  for rows, k, cols in train_products(m, B)]
     plan = [ops[B] for B in batch_sizes]
     def run():
         for batch in plan:
@@ -94,16 +92,18 @@ def set_tf32(on: bool) -> None:
     torch.set_float32_matmul_precision("high" if on else "highest")
 
 
-def floor_seconds(m: ModelConfig, batch_sizes: list[int], device: torch.device, repeats: int) -> float:
+def floor_seconds(m: ModelConfig, batch_sizes: list[int], device: torch.device, repeats: int,
+                  dtype: torch.dtype = torch.float32) -> float:
     """Best-of-`repeats` seconds of one epoch's matrix products (replayed as a CUDA graph on CUDA)."""
-    run = epoch_products(m, batch_sizes, device)
+    run = epoch_products(m, batch_sizes, device, dtype)
     if device.type == "cuda":
         run = as_cuda_graph(run, device)
     return _best_of(run, device, repeats)
 
 
-def probe(device_name: str, threads: int, repeats: int = 5, n_train: int = 60_000, tf32: bool = False,
+def probe(device_name: str, threads: int, repeats: int = 5, n_train: int = 60_000, precision: str = "float32",
           workload: str = "mlp-vae") -> dict:
+    """The float32 peak and floor, and for a `tf32` (CUDA) or `bf16` run also those of its own arithmetic."""
     torch.set_num_threads(threads)
     device = torch.device(device_name)
     m = ModelConfig()
@@ -126,11 +126,14 @@ def probe(device_name: str, threads: int, repeats: int = 5, n_train: int = 60_00
         "floor_repeats": repeats,
         "floor_batches": len(batch_sizes),
     })
-    if tf32 and device.type == "cuda":
+    if precision == "tf32" and device.type == "cuda":
         set_tf32(True)
         out["peak_gflops_tf32"] = matmul_peak_gflops(device, peak_n, repeats)
         out["floor_seconds_per_epoch_tf32"] = floor_seconds(m, batch_sizes, device, repeats)
         set_tf32(False)
+    if precision == "bf16":
+        out["peak_gflops_bf16"] = matmul_peak_gflops(device, peak_n, repeats, torch.bfloat16)
+        out["floor_seconds_per_epoch_bf16"] = floor_seconds(m, batch_sizes, device, repeats, torch.bfloat16)
     return out
 
 
@@ -139,4 +142,4 @@ if __name__ == "__main__":
     cores = sorted(os.sched_getaffinity(0))[: args["threads"]]
     os.sched_setaffinity(0, cores)
     print(json.dumps(probe(args["device"], len(cores), args.get("repeats", 5), args.get("n_train", 60_000),
-                           tf32=args.get("tf32", False), workload=args.get("workload", "mlp-vae"))))
+                           precision=args.get("precision", "float32"), workload=args.get("workload", "mlp-vae"))))

@@ -40,6 +40,10 @@ def test_floor_seconds_follow_the_precision():
     assert floor.floor_seconds(PROBE, "tf32") == 0.05
     assert floor.floor_seconds({"floor_seconds_per_epoch": 1.4}, "tf32") == 1.4  # CPU probes have no TF32 floor
     assert floor.floor_seconds(None, "float32") is None
+    assert floor.floor_seconds(PROBE, "bf16") is None  # a float32 floor does not bound a bf16 run
+    assert floor.floor_seconds({**PROBE, "floor_seconds_per_epoch_bf16": 0.03}, "bf16") == 0.03
+    assert floor.peak_gflops(PROBE, "bf16") is None and floor.peak_gflops(PROBE, "tf32") == 50_000.0
+    assert floor.peak_gflops({**PROBE, "peak_gflops_bf16": 9e4}, "bf16") == 9e4
     assert result("jax", 0.1, precision="tf32").summary["floor_multiple"] == 0.1 / 0.05
 
 

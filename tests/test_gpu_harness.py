@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.cuda,
 def test_probe_replays_the_epoch_as_a_cuda_graph_and_probes_tf32():
     from backends import probe_torch
     from harness.config import ModelConfig
-    out = probe_torch.probe("cuda", 1, repeats=2, tf32=True)
+    out = probe_torch.probe("cuda", 1, repeats=2, precision="tf32")
     assert out["floor_method"] == "cuda-graph replay"
     assert out["floor_seconds_per_epoch"] > 0 and out["floor_seconds_per_epoch_tf32"] > 0
     assert out["peak_gflops_tf32"] > 0

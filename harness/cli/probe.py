@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from harness.config import RunConfig
+from harness.errors import HarnessError
 from harness.execution.probe import run
 from harness.measurement import measure
 
@@ -14,6 +15,7 @@ def add_subcommands(sub) -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--allow-tf32", action="store_true", help="also measure the TF32 peak and floor (CUDA)")
+    p.add_argument("--bf16", action="store_true", help="also measure the bf16 peak and floor")
     p.add_argument("--train-limit", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_probe)
 
@@ -24,7 +26,9 @@ def cmd_probe(args, argv) -> int:
     from harness.reporting.console import console
     device = measure.resolve_device(args.device, ("torch",))
     threads = args.threads or len(os.sched_getaffinity(0))
-    precision = "tf32" if args.allow_tf32 else "float32"
+    if args.allow_tf32 and args.bf16:
+        raise HarnessError("--allow-tf32 and --bf16 are two precisions: probe one at a time")
+    precision = "tf32" if args.allow_tf32 else "bf16" if args.bf16 else "float32"
     config = RunConfig(device=device, threads=threads, precision=precision, train_limit=args.train_limit or 0)
     result = run(config, repeats=args.repeats)
     if result is None:
@@ -39,4 +43,7 @@ def cmd_probe(args, argv) -> int:
                       f"{result['floor_seconds_per_epoch_tf32']:.4f} s/epoch ({result['floor_gflops_tf32']:.1f} GFLOP/s)")
     elif args.allow_tf32:
         console.print("TF32: not probed (TF32 exists on CUDA only)")
+    if "floor_seconds_per_epoch_bf16" in result:
+        console.print(f"bf16: matmul peak {result['peak_gflops_bf16']:.1f} GFLOP/s, floor "
+                      f"{result['floor_seconds_per_epoch_bf16']:.4f} s/epoch ({result['floor_gflops_bf16']:.1f} GFLOP/s)")
     return 0

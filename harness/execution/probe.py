@@ -1,8 +1,8 @@
 """`harness probe`: what this device can do at best, measured in a child process like the backends.
 
 Records the float32 matmul peak (GFLOP/s on a large product) and the floor (seconds of the matrix
-products alone of one training epoch, see backends/probe_torch.py; on CUDA replayed as one CUDA graph,
-and with --allow-tf32 measured in TF32 too). Every run stores both, and each backend's steady s/epoch
+products alone of one training epoch, see backends/probe_torch.py; on CUDA replayed as one CUDA graph;
+for a TF32 or bf16 run measured in that arithmetic too). Every run stores both, and each backend's steady s/epoch
 is reported as a multiple of the floor: machines differ from session to session, so only ratios
 measured in the same run are comparable. harness.measurement.floor decides which floor a run is held to and
 whether it held.
@@ -26,7 +26,7 @@ def run(config: RunConfig, run_dir: Path | None = None, repeats: int = 5) -> dic
         return None
     n_train = config.train_limit or 60_000  # a run on a few samples (tests) is probed at its own size
     arg = json.dumps({"device": config.device, "threads": config.threads, "repeats": repeats,
-                      "tf32": config.precision == "tf32", "n_train": n_train,
+                      "precision": config.precision, "n_train": n_train,
                       "workload": config.model.workload})
     proc = subprocess.run([sys.executable, "-m", "backends.probe_torch", arg], capture_output=True, text=True)
     if proc.returncode != 0:
@@ -37,8 +37,10 @@ def run(config: RunConfig, run_dir: Path | None = None, repeats: int = 5) -> dic
     if "floor_seconds_per_epoch" not in result:  # no floor for this workload (floor_note says why)
         return result
     result["floor_gflops"] = result["train_flops_per_epoch"] / result["floor_seconds_per_epoch"] / 1e9
-    if result.get("floor_seconds_per_epoch_tf32"):
-        result["floor_gflops_tf32"] = result["train_flops_per_epoch"] / result["floor_seconds_per_epoch_tf32"] / 1e9
+    for precision in ("tf32", "bf16"):
+        if result.get(f"floor_seconds_per_epoch_{precision}"):
+            result[f"floor_gflops_{precision}"] = (result["train_flops_per_epoch"]
+                                                   / result[f"floor_seconds_per_epoch_{precision}"] / 1e9)
     return result
 
 

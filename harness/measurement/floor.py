@@ -14,13 +14,25 @@ from harness.measurement.results import BackendResult
 
 
 def floor_seconds(probe: dict | None, precision: str) -> float | None:
-    """The probe's floor for a run of `precision`: the TF32 floor for a TF32 run, when it was probed;
-    None for bf16, whose matrix products the probe does not time (a float32 floor would not bound it)."""
-    if not probe or precision == "bf16":
+    """The probe's floor for a run of `precision`: a TF32 or bf16 run is held to the floor of its own
+    arithmetic, None when that was not probed (a float32 floor would not bound a bf16 run, and a
+    TF32 run without its floor falls back to float32's, which TF32 can only beat on a GPU)."""
+    if not probe:
         return None
+    if precision == "bf16":
+        return probe.get("floor_seconds_per_epoch_bf16")
     if precision == "tf32" and probe.get("floor_seconds_per_epoch_tf32"):
         return probe["floor_seconds_per_epoch_tf32"]
     return probe.get("floor_seconds_per_epoch")
+
+
+def peak_gflops(probe: dict | None, precision: str) -> float | None:
+    """The matmul peak a run of `precision` is compared with, by the same rule as its floor."""
+    if not probe:
+        return None
+    if precision == "bf16":
+        return probe.get("peak_gflops_bf16")
+    return (precision == "tf32" and probe.get("peak_gflops_tf32")) or probe.get("peak_gflops")
 
 
 def problem(results: Iterable[BackendResult]) -> str | None:

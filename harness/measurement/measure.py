@@ -23,7 +23,7 @@ from typing import Any
 from harness import __version__
 from harness.config import RunConfig
 from harness.execution import devices
-from harness.measurement.floor import floor_seconds
+from harness.measurement.floor import floor_seconds, peak_gflops
 
 
 def throughput_basis(n_epochs: int) -> str:
@@ -76,8 +76,8 @@ def summarize(epochs: list[dict], config: RunConfig, compile_seconds: float | No
             (e["elapsed_seconds"] for e in epochs if next(iter(e["metrics"].values())) < config.target_loss), None),
     }
     if probe:
-        if probe.get("peak_gflops"):
-            out["fraction_of_peak"] = out["train_gflops_per_second"] / probe["peak_gflops"]
+        if peak := peak_gflops(probe, config.precision):
+            out["fraction_of_peak"] = out["train_gflops_per_second"] / peak
         floor = floor_seconds(probe, config.precision)
         if floor and not config.train_limit:
             out["floor_multiple"] = median / floor  # below 1 invalidates the floor: harness.measurement.floor.problem

@@ -27,14 +27,19 @@ def param_shapes(m) -> dict[str, tuple[int, ...]]:
     return out
 
 
-def train_flops_per_sample(m) -> int:
-    """Matrix-product FLOPs of one training sample (2 FLOPs per multiply-add; elementwise ops ignored).
+def train_products(m, batch: int) -> list[tuple[int, int, int]]:
+    """(rows, inner, columns) of every matrix product of one training step on `batch` samples: each
+    layer's forward, its weight gradient and its input gradient, except fc1's (the data needs none)."""
+    sizes = layer_sizes(m)
+    forward = [(batch, i, o) for o, i in sizes.values()]
+    weight_grads = [(o, batch, i) for o, i in sizes.values()]
+    input_grads = [(batch, o, i) for name, (o, i) in sizes.items() if name != "fc1"]
+    return forward + weight_grads + input_grads
 
-    forward: every layer once; backward: every weight gradient, and every input gradient except
-    fc1's (the data needs no gradient): 3 * sum(layer MACs) - fc1's MACs.
-    """
-    macs = {name: o * i for name, (o, i) in layer_sizes(m).items()}
-    return 2 * (3 * sum(macs.values()) - macs["fc1"])
+
+def train_flops_per_sample(m) -> int:
+    """Matrix-product FLOPs of one training sample (2 FLOPs per multiply-add; elementwise ops ignored)."""
+    return sum(2 * rows * inner * cols for rows, inner, cols in train_products(m, 1))
 
 
 def eval_flops_per_sample(m) -> int:

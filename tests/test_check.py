@@ -64,9 +64,11 @@ def test_corrupt_targets_file_is_one_clear_error(tmp_path, content, fragment):
 
 
 def test_committed_targets_are_calibrated_per_epoch():
-    """Every epoch of each profile, from at least 5 seeds of committed runs, for cpu with shared noise."""
-    for name in ("ci", "full"):
+    """Every epoch of each profile, from at least 5 seeds of committed runs, for cpu with shared noise;
+    the bf16 profiles for bf16 runs only."""
+    for name, precision in (("ci", "float32"), ("full", "float32"), ("bf16-ci", "bf16"), ("bf16-full", "bf16")):
         profile = targets.get_profile(name)
+        assert profile.calibrated_on["precision"] == precision, name
         assert sorted(profile.per_epoch) == list(range(1, profile.epochs + 1)), name
         assert profile.calibrated_on["device_kind"] == "cpu" and profile.calibrated_on["noise"] == "harness"
         assert len(profile.calibration["seeds"]) >= 5 and profile.seed not in profile.calibration["seeds"]

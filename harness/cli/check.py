@@ -54,6 +54,8 @@ def _profile_config(args, profile: Profile, seed: int) -> RunConfig:
     args.seed, args.epochs, args.target_loss = seed, profile.epochs, None
     # A calibrated profile trains the workload it was calibrated on (--workload only names a new one's).
     args.workload = (profile.calibrated_on.get("model") or {}).get("workload", args.workload)
+    if profile.calibrated_on.get("precision") == "bf16":  # and the precision (a bf16 profile judges bf16 runs only)
+        args.precision = "bf16"
     return run_config(args)
 
 

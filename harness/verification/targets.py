@@ -166,11 +166,28 @@ def derive_agreement(gaps: list[tuple[float, int, str]]) -> tuple[float, str]:
                      f"allowed = max({MIN_AGREEMENT}, {AGREEMENT_FACTOR} x largest)")
 
 
-def calibrated_profile(profile: Profile, records: list[tuple[str, Any]]) -> Profile:
-    """A profile whose every epoch's targets come from `records`: (run folder, RunRecord), one seed each.
+def results_by_seed(records: list[tuple[str, Any]]) -> dict[int, dict[str, Any]]:
+    """{seed: {backend: result}} of calibration runs, one experiment; runs of one seed with disjoint
+    backends are joined (a seed's backends may be trained as several runs, on several cores)."""
+    exp = experiment(records[0][1].config)
+    joined: dict[int, dict[str, Any]] = {}
+    for folder, rec in records:
+        if (why := mismatch(exp, experiment(rec.config))) is not None:
+            raise HarnessError(f"calibration runs are not one experiment: {folder}: {why}")
+        seed = int(rec.config.get("seed", 0))
+        for r in rec.results:
+            if r.backend in joined.setdefault(seed, {}):
+                raise HarnessError(f"calibration run {folder} repeats {r.backend} for seed {seed}")
+            joined[seed][r.backend] = r
+    return joined
 
-    Every record must be one experiment, hold every profile backend with at least `profile.epochs`
-    finished epochs; anything else is an error and nothing is written.
+
+def calibrated_profile(profile: Profile, records: list[tuple[str, Any]]) -> Profile:
+    """A profile whose every epoch's targets come from `records`: (run folder, RunRecord).
+
+    The records must be one experiment and hold, for each seed, every profile backend with at least
+    `profile.epochs` finished epochs (in one run or several); anything else is an error and nothing is
+    written.
     """
     if not records:
         raise HarnessError("calibration needs at least one run")
@@ -178,16 +195,12 @@ def calibrated_profile(profile: Profile, records: list[tuple[str, Any]]) -> Prof
     metrics = (*workload_of(records[0][1].config).metric_names, "train_loss")
     values: dict[int, dict[str, list[float]]] = {e: {m: [] for m in metrics} for e in range(1, profile.epochs + 1)}
     gaps: dict[int, list[tuple[float, int, str]]] = {e: [] for e in values}
-    for folder, rec in records:
-        if (why := mismatch(exp, experiment(rec.config))) is not None:
-            raise HarnessError(f"calibration runs are not one experiment: {folder}: {why}")
-        by_backend = {r.backend: r for r in rec.results}
+    for seed, by_backend in sorted(results_by_seed(records).items()):
         missing = [b for b in profile.backends if b not in by_backend or by_backend[b].status != "ok"
                    or len(by_backend[b].epochs) < profile.epochs]
         if missing:
-            raise HarnessError(f"calibration run {folder} lacks {profile.epochs} ok epoch(s) of: {', '.join(missing)}")
+            raise HarnessError(f"calibration runs of seed {seed} lack {profile.epochs} ok epoch(s) of: {', '.join(missing)}")
         losses = {b: {e.epoch: e.primary for e in by_backend[b].epochs} for b in profile.backends}
-        seed = int(rec.config.get("seed", 0))
         for epoch, gap in epoch_gaps(losses).items():
             if epoch in gaps:
                 gaps[epoch].append((gap.value, seed, f"{gap.high} vs {gap.low}"))
@@ -200,7 +213,7 @@ def calibrated_profile(profile: Profile, records: list[tuple[str, Any]]) -> Prof
         allowed, why = derive_agreement(gaps[epoch])
         per_epoch[epoch] = EpochTargets(epoch, {m: derive_band(v, len(v)) for m, v in per_metric.items()},
                                         allowed, why)
-    seeds = sorted(int(rec.config.get("seed", 0)) for _, rec in records)
+    seeds = sorted({int(rec.config.get("seed", 0)) for _, rec in records})
     calibration = {"seeds": seeds, "runs": [str(f) for f, _ in records],
                    "rules": f"bands: [min, max] +- max({MIN_MARGIN}, {MARGIN_FRACTION} x range) per epoch; "
                             f"agreement: max({MIN_AGREEMENT}, {AGREEMENT_FACTOR} x largest same-seed gap) per epoch"}

@@ -97,3 +97,12 @@ def test_check_from_a_shorter_run_is_one_line(tmp_path):
     results.save(RunRecord(config=RunConfig(epochs=1).to_dict(), environment={}, results=[]), tmp_path / "run")
     assert_one_line_error(harness("check", "--profile", "full", "--from", tmp_path / "run"),
                           "judges epoch 50", "only 1 epoch")
+
+
+def test_the_default_target_loss_comes_from_the_runs_own_precision_and_workload():
+    from harness.verification import check
+    top = lambda name: targets.get_profile(name).per_epoch[targets.get_profile(name).epochs].bands["test_loss"].high
+    assert check.default_target_loss("mlp-vae") == top("full")
+    assert check.default_target_loss("mlp-vae", "bf16") == top("bf16-full")
+    assert check.default_target_loss("mlp-vae", "tf32") == top("full")  # no TF32 profile: float32's
+    assert check.default_target_loss("conv-vae") == top("conv-full")

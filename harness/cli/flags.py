@@ -108,7 +108,7 @@ def run_config(args) -> RunConfig:
                                       getattr(args, "engine_options", [])),
         precision=precision_of(args),
         train_limit=args.train_limit or 0, test_limit=args.test_limit or 0, timeout=args.timeout,
-        target_loss=args.target_loss if getattr(args, "target_loss", None) is not None else default_target(model.workload),
+        target_loss=args.target_loss if getattr(args, "target_loss", None) is not None else default_target(model.workload, precision_of(args)),
         repeats=getattr(args, "repeats", 0), noise=args.noise, cold_compile=args.cold_compile,
     )
     backends.check_options(config.engine_options)
@@ -150,10 +150,11 @@ def compile_options(names, mode: str) -> dict[str, dict[str, str]]:
     return {"torch-compile": {"mode": mode}} if "torch-compile" in names else {}
 
 
-def default_target(workload: str = workloads.DEFAULT) -> float:
-    """The workload's longest calibrated profile's last primary band top, else 100.0 (not calibrated)."""
+def default_target(workload: str = workloads.DEFAULT, precision: str = "float32") -> float:
+    """The workload's longest calibrated profile's last primary band top (of the run's precision when
+    one was calibrated), else 100.0 (not calibrated)."""
     try:
         from harness.verification import check
-        return check.default_target_loss(workload)
+        return check.default_target_loss(workload, precision)
     except (ImportError, HarnessError, KeyError, ValueError):
         return 100.0

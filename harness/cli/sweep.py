@@ -96,7 +96,8 @@ def build_spec(fields: dict[str, Any]) -> SweepSpec:
     fields = dict(fields)
     fields.pop("out", None)
     fields.setdefault("backends", flags.backend_list(flags.DEFAULT_BACKENDS))
-    fields.setdefault("target_loss", flags.default_target(fields.get("workload", workloads.DEFAULT)))
+    fields.setdefault("target_loss", flags.default_target(fields.get("workload", workloads.DEFAULT),
+                                                           fields.get("precision", "float32")))
     spec = SweepSpec.from_dict(fields)
     backends.check_names(list(spec.backends))
     if spec.executor not in EXECUTORS:

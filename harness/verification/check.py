@@ -20,12 +20,15 @@ from harness.verification.targets import (
 )
 
 
-def default_target_loss(workload: str = "mlp-vae") -> float:
+def default_target_loss(workload: str = "mlp-vae", precision: str = "float32") -> float:
     """Time-to-quality threshold: the top of the primary metric's band at the last epoch of the longest
-    profile calibrated on `workload`; KeyError when there is none."""
+    profile calibrated on `workload`, in `precision` if one was (else in float32); KeyError when there
+    is none."""
     mine = [p for p in load_targets().values()
             if (p.calibrated_on.get("model") or {}).get("workload", "mlp-vae") == workload and p.per_epoch]
-    profile = max(mine, key=lambda p: p.epochs)
+    same = [p for p in mine if p.calibrated_on.get("precision", "float32") == precision]
+    profile = max(same or [p for p in mine if p.calibrated_on.get("precision", "float32") == "float32"],
+                  key=lambda p: p.epochs)
     return profile.per_epoch[profile.epochs].bands[results.workload_of(profile.calibrated_on).primary_metric].high
 
 

@@ -6,7 +6,8 @@ Each variant is one backend with extra `harness run` flags and environment (VARI
 runs every variant once, in turn, so a machine that slows down mid-study slows all of them alike; each
 run trains one full epoch, then times `--repeats` more on a copy of the state (`run --repeats`), and the
 variant's figure is the median of all its timed epochs with their min and max. Losses are shown too:
-a variant that keeps the arithmetic has the baseline's loss. Writes OUT/<variant>/round-<r>/results.json
+a variant that keeps the arithmetic has the baseline's loss (bf16 variants change it, by design). Timed
+in turn on one machine, float32 and bf16 variants give the bf16 speed-up on a machine whose speed drifts. Writes OUT/<variant>/round-<r>/results.json
 (the runs) and OUT/summary.json and OUT/summary.md (the table).
 """
 from __future__ import annotations
@@ -32,6 +33,9 @@ VARIANTS: dict[str, tuple[str, list[str], dict[str, str]]] = {
     "torch-compile-max-autotune": ("torch-compile", ["--compile-mode", "max-autotune"], {}),
     "jax-scan": ("jax", ["--engine-option", "jax.epoch=scan"], {}),
     "jax-loop": ("jax", ["--engine-option", "jax.epoch=loop"], {}),
+    "torch-bf16": ("torch", ["--precision", "bf16"], {}),
+    "torch-compile-bf16": ("torch-compile", ["--precision", "bf16"], {}),
+    "jax-scan-bf16": ("jax", ["--engine-option", "jax.epoch=scan", "--precision", "bf16"], {}),
 }
 
 

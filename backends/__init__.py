@@ -27,13 +27,15 @@ class BackendSpec:
 
 JAX_EPOCHS = ("auto", "scan", "loop")  # the jax engine's epoch: see backends/jax_flax.py epoch_arrangement
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
+DENORMALS = ("flush", "keep")  # torch/torch-compile on the CPU: see backends/torch_common.py set_denormals
 
 REGISTRY: dict[str, BackendSpec] = {
     "torch": BackendSpec("backends.torch_eager", "TorchEagerBackend", "torch", "torch",
-                         "PyTorch eager, data on the device, loss accumulated on the device"),
+                         "PyTorch eager, data on the device, loss accumulated on the device",
+                         options={"denormals": DENORMALS}),
     "torch-compile": BackendSpec("backends.torch_compile", "TorchCompileBackend", "torch", "torch",
                                  "torch.compile; on CUDA the whole step replayed as one CUDA graph (arrangement per device and mode in backend_info)", compiler="inductor",
-                                 options={"mode": COMPILE_MODES}),
+                                 options={"mode": COMPILE_MODES, "denormals": DENORMALS}),
     "torch-reference": BackendSpec("backends.torch_reference", "TorchReferenceBackend", "torch", "torch",
                                    "the pytorch/examples vae/main.py loop as users know it"),
     "jax": BackendSpec("backends.jax_flax", "JaxBackend", "jax", "jax",

@@ -189,7 +189,7 @@ class TorchCompileBackend(TorchEagerBackend):
             "compiled-step": f"forward+loss+backward under {kernels}; Adam's step under {kernels} too",
         }[self.arrangement]
         return {"arrangement": self.arrangement, "step": step,
-                "optimizer": tc.adam_description(self.opt), "eval": kernels}
+                "optimizer": tc.adam_description(self.opt), "eval": kernels, "denormals": self.denormals}
 
 
 def _graphable_step(opt, loss_fn):

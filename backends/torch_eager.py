@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from backends import DENORMALS
 from backends import torch_common as tc
 from backends.base import Metrics, Noise
 from harness.config import RunConfig
@@ -22,6 +23,7 @@ class TorchEagerBackend:
 
     def setup(self, params, train_x, test_x, config: RunConfig) -> None:
         self.m, self.precision = config.model, config.precision
+        self.denormals = tc.set_denormals(config.options(self.name).get("denormals", DENORMALS[0]))
         self.device, self.model = tc.placed_model(config, params)
         self.opt = self.make_optimizer()
         self.train_x = torch.from_numpy(train_x).to(self.device)
@@ -85,4 +87,4 @@ class TorchEagerBackend:
     def describe(self) -> dict[str, str]:
         """How this run executes its training step and eval, for the record."""
         return {"arrangement": "eager", "step": "eager: zero_grad, forward+loss, backward, Adam",
-                "optimizer": tc.adam_description(self.opt), "eval": "eager"}
+                "optimizer": tc.adam_description(self.opt), "eval": "eager", "denormals": self.denormals}

@@ -128,3 +128,19 @@ def test_folder_without_results_is_one_line(tmp_path, run_dir, command):
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "no results.json" in proc.stderr
+
+
+def test_the_throughput_figure_draws_the_repeats_the_median_includes(run_dir, tmp_path):
+    """A median taken over --repeats epochs slower than the training epochs (which crashed the figure:
+    its whiskers came from the training epochs only)."""
+    new = tmp_path / "run"
+    shutil.copytree(run_dir, new)
+
+    def slow_repeats(raw: dict) -> None:
+        r = raw["results"][0]
+        r["repeat_seconds"] = [e["train_seconds"] * 5 for e in r["epochs"]] * 2
+        secs = [e["train_seconds"] for e in r["epochs"][1:]] + r["repeat_seconds"]
+        r["summary"]["train_samples_per_second"] = 512 / sorted(secs)[len(secs) // 2]
+    edit_results(new, slow_repeats)
+    path = report.write_report([new], tmp_path / "report")
+    assert (path.parent / "figures" / "throughput.png").stat().st_size > 0

@@ -97,8 +97,10 @@ def cmd_check(args, argv) -> int:
         value = "-" if f.value is None else f"{f.value:.3f}"
         console.print(f"[red]FAIL[/red] {f.backend} {f.metric} = {value} outside {f.band} (seed {f.seed}) {f.note}")
     if any(f.note.startswith("not calibrated") for f in findings):
+        on = profile.calibrated_on
         console.print(f"[yellow]not calibrated[/yellow]: profile {profile.name!r} holds targets for "
-                      f"{profile.calibrated_on.get('device_kind', '?')} runs only; those results were not judged")
+                      f"{on.get('device_kind', '?')} {on.get('precision', 'float32')} runs of its experiment "
+                      "only (the table says what differs); those results were not judged")
     console.print(f"results: {out}")
     return 1 if failed else 0
 

@@ -79,13 +79,17 @@ def figure_sections(entries: list[Entry], out_dir: Path) -> list[str]:
         if not s.get("train_samples_per_second"):
             continue
         steady = measure.basis_of(s) == "steady"
-        per_epoch = [x.samples_per_second for x in (e.result.epochs[1:] if steady else e.result.epochs[:1])]
+        timed = e.result.epochs[1:] if steady else e.result.epochs[:1]
+        n_train = timed[0].samples_per_second * timed[0].train_seconds
+        # the same epochs as the summary's median: these and the --repeats epochs
+        per_epoch = [x.samples_per_second for x in timed] + [n_train / r for r in e.result.repeat_seconds or ()]
         rows.append(figures.Throughput(e.label if steady else f"{e.label}, first epoch", s["train_samples_per_second"],
                                        per_epoch))
     if rows:
         figures.throughput(rows, fig_dir / "throughput.png")
         lines += [f"![training throughput per backend]({FIGURES_DIR}/throughput.png)", "",
-                  "Bars: median over the steady epochs (after the first); whiskers: min-max; dots: each epoch. "
+                  "Bars: median over the steady epochs (after the first, and any --repeats epochs); whiskers: "
+                  "min-max; dots: each epoch. "
                   "A run of one epoch has no steady state: its bar is the first epoch, labelled so.", ""]
     else:
         lines += ["No backend finished an epoch.", ""]

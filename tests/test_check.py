@@ -106,3 +106,13 @@ def test_the_default_target_loss_comes_from_the_runs_own_precision_and_workload(
     assert check.default_target_loss("mlp-vae", "bf16") == top("bf16-full")
     assert check.default_target_loss("mlp-vae", "tf32") == top("full")  # no TF32 profile: float32's
     assert check.default_target_loss("conv-vae") == top("conv-full")
+
+
+def test_a_bf16_run_is_judged_by_the_bf16_profile_only():
+    """The committed Intel bf16 run (seed 1, the check seed): within bf16-ci's bands, not judged by ci."""
+    run = ROOT / "reports/cpu-intel-precision/bf16/run"
+    bf16 = harness("check", "--profile", "bf16-ci", "--from", run)
+    assert bf16.returncode == 0 and "FAIL" not in bf16.stdout and "not calibrated" not in bf16.stdout
+    float32 = harness("check", "--profile", "ci", "--from", run)
+    assert float32.returncode == 0 and "precision differs" in float32.stdout.replace("\n", " ")
+    assert "cpu float32 runs of its experiment only" in float32.stdout.replace("\n", " ")

@@ -6,6 +6,7 @@ at each epoch, another device, another config, an uncalibrated epoch.
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from harness.errors import HarnessError
 from harness.measurement import results
 from harness.measurement.results import BackendResult, EpochRecord, RunRecord
 from harness.verification import agreement, check, compare, targets, verdict
+from workloads.spec import Metric
 
 TOL = {1: 0.30, 50: 0.60}
 BANDS = {1: (117.0, 123.0), 50: (92.0, 96.0)}
@@ -107,6 +109,15 @@ def test_other_device_or_config_is_not_calibrated_and_not_mixed(targets_file):
     assert "noise differs" in " ".join(verdict.sentences(own_noise))
 
 
+def test_verdict_names_the_workloads_primary_metric(targets_file, monkeypatch):
+    rec = two(0.31, 0.7)
+    assert {g.metric for g in verdict.groups(entries(rec))} == {"test_loss"}
+    renamed = dataclasses.replace(results.workload_of(rec.config), metrics=(Metric("neg_elbo", "renamed"),))
+    monkeypatch.setattr(verdict, "workload_of", lambda config: renamed)
+    text = " ".join(verdict.sentences(entries(rec))) + "\n".join(verdict.gap_table(entries(rec)))
+    assert "nats in neg_elbo" in text and "Same-seed neg_elbo gap" in text and "test_loss" not in text
+
+
 @pytest.mark.parametrize("gap, ok", [(0.59, True), (0.61, False)])
 def test_check_judges_the_profile_epoch(targets_file, gap, ok):
     findings = check.evaluate(two(0.0, gap), targets.get_profile("full"))
@@ -193,3 +204,21 @@ def test_every_backend_receives_the_same_noise_arrays(tmp_path):
     assert first[0].shape == (300, 20) and first[1].shape == (100, 20) and first[0].dtype == np.float32
     assert not np.array_equal(first[0], first[2])  # each epoch its own noise
     np.testing.assert_array_equal(first[1], first[3])  # the eval noise is the same every epoch
+
+
+def test_calibration_joins_the_runs_of_one_seed_split_by_backend(tmp_path):
+    whole, split = [], []
+    for seed in (2, 3):
+        torch_r = result("torch", {1: 120.0 + seed}, seed=seed)
+        jax_r = result("jax", {1: 120.1 + seed}, seed=seed)
+        whole.append((f"seed-{seed}", record(torch_r, jax_r, seed=seed)))
+    split = [whole[0], ("seed-3a", record(result("torch", {1: 123.0}, seed=3), seed=3)),
+             ("seed-3b", record(result("jax", {1: 123.1}, seed=3), seed=3))]
+    profile = targets.Profile("p", 1, ("torch", "jax"), 1)
+    joined, together = targets.calibrated_profile(profile, split), targets.calibrated_profile(profile, whole)
+    assert joined.per_epoch == together.per_epoch and joined.calibration["seeds"] == [2, 3]
+    assert joined.calibration["runs"] == ["seed-2", "seed-3a", "seed-3b"]
+    with pytest.raises(HarnessError, match="repeats torch for seed 3"):
+        targets.calibrated_profile(profile, split + [("again", record(result("torch", {1: 1.0}, seed=3), seed=3))])
+    with pytest.raises(HarnessError, match="seed 3 lack 1 ok epoch"):
+        targets.calibrated_profile(profile, split[:2])

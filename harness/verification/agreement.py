@@ -56,18 +56,21 @@ def mismatch(a: dict[str, Any], b: dict[str, Any]) -> str | None:
 
 @dataclass(frozen=True)
 class Gap:
-    """The largest |test_loss difference| between any two backends at one epoch on one seed."""
+    """The largest difference in the primary test metric between any two backends at one epoch on one seed.
+
+    It holds no metric name: the caller chose the numbers (the verdict takes each record's primary metric)
+    and names them in its text."""
 
     epoch: int
     value: float
-    high: str  # the backend with the higher test_loss
+    high: str  # the backend with the higher value
     low: str
 
 
 def epoch_gaps(losses: dict[str, dict[int, float]]) -> dict[int, Gap]:
     """Per epoch, the largest same-seed gap among the backends that finished it with a finite loss.
 
-    `losses` maps backend label -> {epoch: test_loss}, every entry from one seed and one experiment.
+    `losses` maps backend label -> {epoch: primary metric}, every entry from one seed and one experiment.
     """
     gaps: dict[int, Gap] = {}
     epochs = sorted({e for per in losses.values() for e in per})

@@ -1,4 +1,5 @@
-"""Do the backends agree? Same-seed test_loss gaps per epoch, judged by that epoch's calibrated tolerance.
+"""Do the backends agree? Same-seed gaps in the workload's primary test metric per epoch, judged by that
+epoch's calibrated tolerance.
 
 Results are grouped into experiments (harness.verification.agreement: same seed, device kind, model config,
 precision, data limits and noise source); within a group, each epoch's largest gap between two backends
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.measurement.results import finite_epochs
+from harness.measurement.results import finite_epochs, workload_of
 from harness.verification import agreement
 from harness.verification.targets import EpochTargets, load_targets, targets_at
 
@@ -47,6 +48,7 @@ class Group:
     labels: list[str]
     gaps: dict[int, JudgedGap]
     why_uncalibrated: str  # why no profile covers this experiment; "" when one does
+    metric: str  # the name of the primary test metric whose gaps these are (one workload per experiment)
 
 
 def _profiles() -> dict:
@@ -74,8 +76,15 @@ def groups(entries: list) -> list[Group]:
         for epoch, gap in agreement.epoch_gaps(losses).items():
             found = targets_at(profiles, epoch, exp)
             judged[epoch] = JudgedGap(gap, *(found if found else (None, None)))
-        out.append(Group(seed, exp, [e.label for e in members], judged, _why_uncalibrated(exp, profiles)))
+        out.append(Group(seed, exp, [e.label for e in members], judged, _why_uncalibrated(exp, profiles),
+                         _primary_metric(members[0].record.config)))
     return out
+
+
+def _primary_metric(config: dict[str, Any]) -> str:
+    """The name the prose gives the gaps: they are taken in `EpochRecord.primary`, the workload's first
+    metric, so the text names that metric rather than assuming every workload calls it test_loss."""
+    return workload_of(config).primary_metric
 
 
 def _where(g: Group) -> str:
@@ -92,12 +101,12 @@ def sentences(entries: list) -> list[str]:
         worst = max(calibrated, key=lambda j: j.share) if calibrated else None
         if bad:
             out.append(f"**Backends disagree** ({_where(g)}): at epoch {worst.gap.epoch} {worst.gap.high} and "
-                       f"{worst.gap.low} differ by {worst.gap.value:.3f} nats in test_loss, beyond that epoch's "
+                       f"{worst.gap.low} differ by {worst.gap.value:.3f} nats in {g.metric}, beyond that epoch's "
                        f"calibrated tolerance of {worst.targets.max_backend_difference:g} (targets profile "
                        f"'{worst.profile}'); {len(bad)} of {len(calibrated)} calibrated epochs are beyond theirs.")
         elif calibrated:
             out.append(f"**{names} agree** ({_where(g)}): at each of the {len(calibrated)} calibrated epochs the "
-                       f"largest same-seed test_loss gap is within that epoch's tolerance; closest at epoch "
+                       f"largest same-seed {g.metric} gap is within that epoch's tolerance; closest at epoch "
                        f"{worst.gap.epoch}: {worst.gap.value:.3f} of {worst.targets.max_backend_difference:g} "
                        f"nats (targets profile '{worst.profile}').")
         uncalibrated = sorted(e for e, j in g.gaps.items() if j.targets is None)
@@ -132,7 +141,7 @@ def gap_table(entries: list) -> list[str]:
         shown = sorted({e for e in TABLE_EPOCHS if e in g.gaps} | {max(g.gaps)}) if g.gaps else []
         if not shown:
             continue
-        lines += [f"Same-seed test_loss gap ({_where(g)}):", "",
+        lines += [f"Same-seed {g.metric} gap ({_where(g)}):", "",
                   "| epoch | largest gap (nats) | between | calibrated tolerance | verdict |", "|---|---|---|---|---|"]
         for epoch in shown:
             j = g.gaps[epoch]

@@ -36,3 +36,13 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
     assert "Traceback" not in proc.stderr + proc.stdout
     for frag in fragments:
         assert frag in lines[0], lines[0]
+
+
+@pytest.fixture(autouse=True)
+def ieee_subnormals_after_each_test():
+    """A torch backend set up in the test process flushes subnormals (backends/torch_common.py
+    set_denormals: process state, meant for the backend's own child process); give the next test the
+    IEEE arithmetic it expects (hypothesis, for one, refuses to run without subnormals)."""
+    yield
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_flush_denormal(False)

@@ -57,7 +57,7 @@ def set_denormals(mode: str) -> str:
     Why: Adam's first moment of a weight whose gradient stays zero for hundreds of steps (a pixel that
     is rarely on) decays through the subnormal range, and x86 arithmetic on subnormals is many times
     slower. XLA:CPU flushes them, so jax never meets them; "flush" gives torch the same arithmetic. It
-    changes only values below 1.2e-38. Set before torch starts its thread pool, whose threads inherit it.
+    changes only values below 1.2e-38.
     """
     if mode == "flush" and not torch.set_flush_denormal(True):
         raise HarnessError("denormals=flush: this CPU cannot flush subnormals (no SSE3); use denormals=keep")

@@ -13,26 +13,25 @@ from collections.abc import Iterable
 from harness.measurement.results import BackendResult
 
 
-def floor_seconds(probe: dict | None, precision: str) -> float | None:
-    """The probe's floor for a run of `precision`: a TF32 or bf16 run is held to the floor of its own
-    arithmetic, None when that was not probed (a float32 floor would not bound a bf16 run, and a
-    TF32 run without its floor falls back to float32's, which TF32 can only beat on a GPU)."""
+def _of_precision(probe: dict | None, precision: str, key: str) -> float | None:
+    """The probe's `key` figure for a run of `precision`: a TF32 or bf16 run is held to the figure of its
+    own arithmetic; None when a bf16 one was not probed (a float32 figure would not bound a bf16 run),
+    float32's when a TF32 one was not (TF32 can only beat it on a GPU)."""
     if not probe:
         return None
     if precision == "bf16":
-        return probe.get("floor_seconds_per_epoch_bf16")
-    if precision == "tf32" and probe.get("floor_seconds_per_epoch_tf32"):
-        return probe["floor_seconds_per_epoch_tf32"]
-    return probe.get("floor_seconds_per_epoch")
+        return probe.get(f"{key}_bf16")
+    return (precision == "tf32" and probe.get(f"{key}_tf32")) or probe.get(key)
+
+
+def floor_seconds(probe: dict | None, precision: str) -> float | None:
+    """The floor (seconds per epoch of the products alone) a run of `precision` is held to."""
+    return _of_precision(probe, precision, "floor_seconds_per_epoch")
 
 
 def peak_gflops(probe: dict | None, precision: str) -> float | None:
     """The matmul peak a run of `precision` is compared with, by the same rule as its floor."""
-    if not probe:
-        return None
-    if precision == "bf16":
-        return probe.get("peak_gflops_bf16")
-    return (precision == "tf32" and probe.get("peak_gflops_tf32")) or probe.get("peak_gflops")
+    return _of_precision(probe, precision, "peak_gflops")
 
 
 def problem(results: Iterable[BackendResult]) -> str | None:

@@ -195,7 +195,8 @@ def calibrated_profile(profile: Profile, records: list[tuple[str, Any]]) -> Prof
     metrics = (*workload_of(records[0][1].config).metric_names, "train_loss")
     values: dict[int, dict[str, list[float]]] = {e: {m: [] for m in metrics} for e in range(1, profile.epochs + 1)}
     gaps: dict[int, list[tuple[float, int, str]]] = {e: [] for e in values}
-    for seed, by_backend in sorted(results_by_seed(records).items()):
+    joined = results_by_seed(records)
+    for seed, by_backend in sorted(joined.items()):
         missing = [b for b in profile.backends if b not in by_backend or by_backend[b].status != "ok"
                    or len(by_backend[b].epochs) < profile.epochs]
         if missing:
@@ -213,8 +214,7 @@ def calibrated_profile(profile: Profile, records: list[tuple[str, Any]]) -> Prof
         allowed, why = derive_agreement(gaps[epoch])
         per_epoch[epoch] = EpochTargets(epoch, {m: derive_band(v, len(v)) for m, v in per_metric.items()},
                                         allowed, why)
-    seeds = sorted({int(rec.config.get("seed", 0)) for _, rec in records})
-    calibration = {"seeds": seeds, "runs": [str(f) for f, _ in records],
+    calibration = {"seeds": sorted(joined), "runs": [str(f) for f, _ in records],
                    "rules": f"bands: [min, max] +- max({MIN_MARGIN}, {MARGIN_FRACTION} x range) per epoch; "
                             f"agreement: max({MIN_AGREEMENT}, {AGREEMENT_FACTOR} x largest same-seed gap) per epoch"}
     return Profile(profile.name, profile.epochs, profile.backends, profile.seed, exp, calibration, per_epoch)

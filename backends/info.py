@@ -6,6 +6,7 @@ reads frameworks the engine has already imported (sys.modules), so it never impo
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import sys
 from typing import Any
 
@@ -22,7 +23,8 @@ def framework_info(backend: str, config: RunConfig, described: dict[str, Any] | 
         import torch
         info.update(torch=torch.__version__, torch_threads=torch.get_num_threads(),
                     torch_cuda=torch.version.cuda,
-                    matmul_precision=torch.get_float32_matmul_precision())
+                    matmul_precision=torch.get_float32_matmul_precision(),
+                    mkl_cbwr=os.environ.get("MKL_CBWR") or "off")  # harness/execution/child_env.py
     if "jax" in sys.modules:
         import jax
         info.update(jax=jax.__version__, jax_backend=jax.default_backend(),

@@ -57,13 +57,26 @@ def set_denormals(mode: str) -> str:
     Why: Adam's first moment of a weight whose gradient stays zero for hundreds of steps (a pixel that
     is rarely on) decays through the subnormal range, and x86 arithmetic on subnormals is many times
     slower. XLA:CPU flushes them, so jax never meets them; "flush" gives torch the same arithmetic. It
-    changes only values below 1.2e-38.
+    changes only values below 1.2e-38. The flag is per thread and torch's CPU threads copy it when they
+    start, so it must be set before torch's first parallel operation (a backend's setup, first thing
+    in its child process); the record says so when it was not.
     """
     if mode == "flush" and not torch.set_flush_denormal(True):
         raise HarnessError("denormals=flush: this CPU cannot flush subnormals (no SSE3); use denormals=keep")
     if mode == "keep":
         torch.set_flush_denormal(False)
-    return "flushed to zero on the CPU (FTZ/DAZ, as XLA:CPU)" if mode == "flush" else "kept (IEEE subnormals)"
+        return "kept (IEEE subnormals)"
+    if not _flushed_on_every_thread():
+        return "flushed on some CPU threads only: torch's thread pool had started before the flag was set"
+    return "flushed to zero on the CPU (FTZ/DAZ, as XLA:CPU)"
+
+
+def _flushed_on_every_thread() -> bool:
+    """Whether an elementwise product spread over all of torch's CPU threads reads subnormals as zero."""
+    # Bit pattern 1 is the smallest subnormal; made from integers, because converting 1e-39 to float32
+    # would itself be flushed. 65,536 a thread: above torch's grain size, so every thread gets a share.
+    x = torch.ones(torch.get_num_threads() * 65_536, dtype=torch.int32).view(torch.float32)
+    return not bool((x * 1.0).any())
 
 
 def configure(config: RunConfig) -> None:

@@ -29,6 +29,8 @@ from harness.measurement import measure, results  # noqa: E402
 VARIANTS: dict[str, tuple[str, list[str], dict[str, str]]] = {
     "torch": ("torch", [], {}),
     "torch-compile": ("torch-compile", [], {}),
+    "torch-mkl-cnr-off": ("torch", [], {"MKL_CBWR": ""}),  # MKL's reproducible mode off (child_env.py)
+    "torch-compile-mkl-cnr-off": ("torch-compile", [], {"MKL_CBWR": ""}),
     "torch-compile-cpp-wrapper": ("torch-compile", [], {"TORCHINDUCTOR_CPP_WRAPPER": "1"}),
     "torch-compile-max-autotune": ("torch-compile", ["--compile-mode", "max-autotune"], {}),
     "jax-scan": ("jax", ["--engine-option", "jax.epoch=scan"], {}),

@@ -109,13 +109,14 @@ def test_other_device_or_config_is_not_calibrated_and_not_mixed(targets_file):
     assert "noise differs" in " ".join(verdict.sentences(own_noise))
 
 
-def test_verdict_names_the_workloads_primary_metric(targets_file, monkeypatch):
+def test_verdict_names_the_workloads_primary_metric_and_its_unit(targets_file, monkeypatch):
     rec = two(0.31, 0.7)
     assert {g.metric for g in verdict.groups(entries(rec))} == {"test_loss"}
-    renamed = dataclasses.replace(results.workload_of(rec.config), metrics=(Metric("neg_elbo", "renamed"),))
+    renamed = dataclasses.replace(results.workload_of(rec.config), metrics=(Metric("neg_elbo", "renamed", "bits per image"),))
     monkeypatch.setattr(verdict, "workload_of", lambda config: renamed)
     text = " ".join(verdict.sentences(entries(rec))) + "\n".join(verdict.gap_table(entries(rec)))
-    assert "nats in neg_elbo" in text and "Same-seed neg_elbo gap" in text and "test_loss" not in text
+    assert "bits per image in neg_elbo" in text and "largest gap (bits per image)" in text and "nats" not in text
+    assert "Same-seed neg_elbo gap" in text and "test_loss" not in text
 
 
 @pytest.mark.parametrize("gap, ok", [(0.59, True), (0.61, False)])

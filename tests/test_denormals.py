@@ -31,3 +31,19 @@ def test_the_option_belongs_to_torch_and_torch_compile_only():
         backends.check_options({"torch-reference": {"denormals": "flush"}})
     with pytest.raises(HarnessError):
         backends.check_options({"torch": {"denormals": "sometimes"}})
+
+
+def test_the_record_says_when_threads_started_before_the_flag(tmp_path):
+    """DAZ is per thread: threads that torch started before the flag keep IEEE arithmetic, and the
+    record must not claim a flush that only the main thread does. In a fresh process with the flag set
+    first (as a backend's child does it) every thread flushes; with the pool started first, not."""
+    import subprocess
+    import sys
+    code = ("import torch; from backends import torch_common as tc; torch.set_num_threads(2); {first}"
+            "print(tc.set_denormals('flush'))")
+    fresh = subprocess.run([sys.executable, "-c", code.format(first="")], capture_output=True, text=True)
+    late = subprocess.run([sys.executable, "-c", code.format(first="torch.ones(200_000).mul(2).sum(); ")],
+                          capture_output=True, text=True)
+    assert fresh.stdout.strip() == "flushed to zero on the CPU (FTZ/DAZ, as XLA:CPU)", fresh.stderr
+    if torch.get_num_threads() > 1:  # one thread: nothing starts early
+        assert late.stdout.strip().startswith("flushed on some CPU threads only"), late.stderr

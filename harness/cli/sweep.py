@@ -16,7 +16,7 @@ from harness.config import PRECISIONS, ModelConfig
 from harness.errors import HarnessError
 from harness.measurement import measure
 from harness.sweeps.state import DEFAULT_SEEDS, EXECUTORS, FINISHED, SWEEP_FILE, SweepSpec, SweepState, load, new_state
-from harness.sweeps.summary import _ci, fmt_ci, metric_names
+from harness.sweeps.summary import ci_triple, fmt_ci, metric_names
 from harness.sweeps.sweep import prepare_dir, run
 
 SPEC_FLAGS = ("backends", "devices", "seeds", "latent_dims", "workload", "epochs", "threads", "compile_mode",
@@ -235,9 +235,9 @@ def summary_table(state: SweepState):
     for s in state.summary:
         speed = "-"
         if s["backend"] != s["fastest"] and s["speedup_of_fastest"] is not None:
-            speed = f"{s['fastest']} " + fmt_ci(*_ci(s, "speedup_of_fastest", "speedup"), ".2f", "x")
+            speed = f"{s['fastest']} " + fmt_ci(*ci_triple(s, "speedup_of_fastest", "speedup"), ".2f", "x")
         table.add_row(s["backend"], s["device"], str(s["latent_dim"]), str(s["n"]),
-                      *(fmt_ci(*_ci(s, f"{name}_mean", name)) for name in names),
-                      fmt_ci(*_ci(s, "samples_per_second_mean", "samples_per_second"), ",.0f"), speed)
+                      *(fmt_ci(*ci_triple(s, f"{name}_mean", name)) for name in names),
+                      fmt_ci(*ci_triple(s, "samples_per_second_mean", "samples_per_second"), ",.0f"), speed)
     return table
 

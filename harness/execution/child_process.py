@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from harness.execution.child_env import framework_env
+
 KILL_GRACE_SECONDS = 3.0
 
 
@@ -23,7 +25,7 @@ def run(job_file: Path, stderr_path: Path, timeout: float, handle) -> tuple[int 
     with open(stderr_path, "ab") as err:
         proc = subprocess.Popen([sys.executable, "-m", "harness.execution.worker", str(job_file)],
                                 stdout=subprocess.PIPE, stderr=err, start_new_session=True,
-                                preexec_fn=_die_with_parent, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                preexec_fn=_die_with_parent, env={**framework_env(), "PYTHONUNBUFFERED": "1"})
     deadline = time.monotonic() + timeout if timeout else None
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)

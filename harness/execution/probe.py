@@ -17,6 +17,7 @@ from pathlib import Path
 
 from harness.config import RunConfig
 from harness.errors import HarnessError
+from harness.execution.child_env import framework_env
 
 
 def run(config: RunConfig, run_dir: Path | None = None, repeats: int = 5) -> dict | None:
@@ -28,7 +29,8 @@ def run(config: RunConfig, run_dir: Path | None = None, repeats: int = 5) -> dic
     arg = json.dumps({"device": config.device, "threads": config.threads, "repeats": repeats,
                       "precision": config.precision, "n_train": n_train,
                       "workload": config.model.workload})
-    proc = subprocess.run([sys.executable, "-m", "backends.probe_torch", arg], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "backends.probe_torch", arg], capture_output=True, text=True,
+                          env=framework_env())  # the same BLAS settings as the training workers
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
         raise HarnessError(f"probe on {config.device} failed: {tail[0]}")

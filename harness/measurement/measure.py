@@ -171,7 +171,7 @@ def environment() -> dict[str, Any]:
         "gpus": gpu_info(),
         "packages": package_versions(),
         "env": {k: os.environ.get(k) for k in ("XLA_FLAGS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                                               "CUDA_VISIBLE_DEVICES", "XLA_PYTHON_CLIENT_PREALLOCATE")},
+                                               "MKL_CBWR", "CUDA_VISIBLE_DEVICES", "XLA_PYTHON_CLIENT_PREALLOCATE")},
         "git": git_info(),
     }
 

@@ -21,7 +21,7 @@ from harness import atomic  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 from harness.measurement import measure, results, stats
 from harness.sweeps.state import SweepState, load  # noqa: E402
-from harness.sweeps.summary import fmt_ci, metric_names, workload_of  # noqa: E402
+from harness.sweeps.summary import ci_triple, fmt_ci, metric_names, workload_of  # noqa: E402
 
 REPORT_FILE = "report.md"
 LOSS_FIGURE = "sweep-loss-curves.png"
@@ -49,7 +49,8 @@ def write_sweep_report(sweep_dir: Path, out_dir: Path) -> Path:
                      f"per backend and device.\n\n![throughput]({THROUGHPUT_FIGURE})\n")
     if len(state.spec.latent_dims) > 1 and state.summary:
         _plot_latent(state, out_dir / LATENT_FIGURE)
-        parts.append(f"## Test loss against latent size\n\nFinal `{metric_names(state.spec)[0]}`, mean and 95% "
+        primary = metric_names(state.spec)[0]
+        parts.append(f"## `{primary}` against latent size\n\nFinal `{primary}`, mean and 95% "
                      f"interval over seeds.\n\n![latent size]({LATENT_FIGURE})\n")
     from harness.reporting.evaluation_report import sweep_section  # NLL against latent size, latent-2 manifolds
     parts.append(sweep_section(state, sweep_dir, out_dir))
@@ -81,7 +82,7 @@ def comparison_sentences(summary: list[dict[str, Any]]) -> list[str]:
     for s in summary:
         if s["backend"] == s["fastest"] or s["speedup_of_fastest"] is None:
             continue
-        ratio = fmt_ci(s["speedup_of_fastest"], s["speedup_ci_low"], s["speedup_ci_high"], ".2f", "x")
+        ratio = fmt_ci(*ci_triple(s, "speedup_of_fastest", "speedup"), ".2f", "x")
         sig = {True: "", False: " (not significant)", None: " (one seed: no interval)"}[s["speedup_significant"]]
         loss = _loss_clause(s)
         lines.append(f"{s['fastest']} is {ratio} faster than {s['backend']}{sig} on {s['device']} "

@@ -30,7 +30,7 @@ def metric_names(spec: SweepSpec) -> tuple[str, ...]:
     return workload_of(spec).metric_names
 
 
-def _ci(entry: dict[str, Any], point: str, prefix: str) -> tuple[float | None, float | None, float | None]:
+def ci_triple(entry: dict[str, Any], point: str, prefix: str) -> tuple[float | None, float | None, float | None]:
     """(estimate, low, high) of one summary entry's `point` field and its `prefix`_ci_low/high fields."""
     return entry[point], entry[f"{prefix}_ci_low"], entry[f"{prefix}_ci_high"]
 

@@ -17,6 +17,7 @@ from harness.errors import HarnessError
 from harness.measurement.results import finite_epochs, workload_of
 from harness.verification import agreement
 from harness.verification.targets import EpochTargets, load_targets, targets_at
+from workloads.spec import Metric
 
 TABLE_EPOCHS = (1, 10, 50)  # epochs the gap table always shows when a run has them (plus its last)
 
@@ -49,6 +50,7 @@ class Group:
     gaps: dict[int, JudgedGap]
     why_uncalibrated: str  # why no profile covers this experiment; "" when one does
     metric: str  # the name of the primary test metric whose gaps these are (one workload per experiment)
+    unit: str    # that metric's unit, as its workload declares it
 
 
 def _profiles() -> dict:
@@ -76,15 +78,16 @@ def groups(entries: list) -> list[Group]:
         for epoch, gap in agreement.epoch_gaps(losses).items():
             found = targets_at(profiles, epoch, exp)
             judged[epoch] = JudgedGap(gap, *(found if found else (None, None)))
+        primary = _primary_metric(members[0].record.config)
         out.append(Group(seed, exp, [e.label for e in members], judged, _why_uncalibrated(exp, profiles),
-                         _primary_metric(members[0].record.config)))
+                         primary.name, primary.unit))
     return out
 
 
-def _primary_metric(config: dict[str, Any]) -> str:
-    """The name the prose gives the gaps: they are taken in `EpochRecord.primary`, the workload's first
-    metric, so the text names that metric rather than assuming every workload calls it test_loss."""
-    return workload_of(config).primary_metric
+def _primary_metric(config: dict[str, Any]) -> Metric:
+    """The metric the gaps are taken in (`EpochRecord.primary`, the workload's first), so the prose names
+    it and its unit rather than assuming every workload reports test_loss in nats."""
+    return workload_of(config).metrics[0]
 
 
 def _where(g: Group) -> str:
@@ -101,20 +104,20 @@ def sentences(entries: list) -> list[str]:
         worst = max(calibrated, key=lambda j: j.share) if calibrated else None
         if bad:
             out.append(f"**Backends disagree** ({_where(g)}): at epoch {worst.gap.epoch} {worst.gap.high} and "
-                       f"{worst.gap.low} differ by {worst.gap.value:.3f} nats in {g.metric}, beyond that epoch's "
+                       f"{worst.gap.low} differ by {worst.gap.value:.3f} {g.unit} in {g.metric}, beyond that epoch's "
                        f"calibrated tolerance of {worst.targets.max_backend_difference:g} (targets profile "
                        f"'{worst.profile}'); {len(bad)} of {len(calibrated)} calibrated epochs are beyond theirs.")
         elif calibrated:
             out.append(f"**{names} agree** ({_where(g)}): at each of the {len(calibrated)} calibrated epochs the "
                        f"largest same-seed {g.metric} gap is within that epoch's tolerance; closest at epoch "
                        f"{worst.gap.epoch}: {worst.gap.value:.3f} of {worst.targets.max_backend_difference:g} "
-                       f"nats (targets profile '{worst.profile}').")
+                       f"{g.unit} (targets profile '{worst.profile}').")
         uncalibrated = sorted(e for e, j in g.gaps.items() if j.targets is None)
         if uncalibrated:
             largest = max((g.gaps[e].gap for e in uncalibrated), key=lambda gap: gap.value)
             why = g.why_uncalibrated
             out.append(f"Agreement is **not calibrated** for {_span(uncalibrated)} of {names} ({_where(g)}"
-                       f"{'; ' + why if why else ''}): the largest gap there, {largest.value:.3f} nats at epoch "
+                       f"{'; ' + why if why else ''}): the largest gap there, {largest.value:.3f} {g.unit} at epoch "
                        f"{largest.epoch}, is shown but not judged.")
     return out
 
@@ -142,7 +145,7 @@ def gap_table(entries: list) -> list[str]:
         if not shown:
             continue
         lines += [f"Same-seed {g.metric} gap ({_where(g)}):", "",
-                  "| epoch | largest gap (nats) | between | calibrated tolerance | verdict |", "|---|---|---|---|---|"]
+                  f"| epoch | largest gap ({g.unit}) | between | calibrated tolerance | verdict |", "|---|---|---|---|---|"]
         for epoch in shown:
             j = g.gaps[epoch]
             tol = "-" if j.targets is None else f"{j.targets.max_backend_difference:g} ('{j.profile}')"

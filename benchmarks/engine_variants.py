@@ -29,8 +29,13 @@ from harness.measurement import measure, results  # noqa: E402
 VARIANTS: dict[str, tuple[str, list[str], dict[str, str]]] = {
     "torch": ("torch", [], {}),
     "torch-compile": ("torch-compile", [], {}),
-    "torch-mkl-cnr-off": ("torch", [], {"MKL_CBWR": ""}),  # MKL's reproducible mode off (child_env.py)
+    # MKL's reproducible mode (harness/execution/child_env.py): off, and the strict variant
+    "torch-mkl-cnr-off": ("torch", [], {"MKL_CBWR": ""}),
+    "torch-mkl-cnr-auto": ("torch", [], {"MKL_CBWR": "AUTO"}),
+    "torch-mkl-cnr-strict": ("torch", [], {"MKL_CBWR": "AUTO,STRICT"}),
     "torch-compile-mkl-cnr-off": ("torch-compile", [], {"MKL_CBWR": ""}),
+    "torch-compile-mkl-cnr-auto": ("torch-compile", [], {"MKL_CBWR": "AUTO"}),
+    "torch-compile-mkl-cnr-strict": ("torch-compile", [], {"MKL_CBWR": "AUTO,STRICT"}),
     "torch-compile-cpp-wrapper": ("torch-compile", [], {"TORCHINDUCTOR_CPP_WRAPPER": "1"}),
     "torch-compile-max-autotune": ("torch-compile", ["--compile-mode", "max-autotune"], {}),
     "jax-scan": ("jax", ["--engine-option", "jax.epoch=scan"], {}),

@@ -2,9 +2,9 @@
 
     python benchmarks/repeatability.py --runs 40 --probes 4 --out reports/repeatability-intel
 
-Part 1, repeatability: `--runs` pairs of small identical `harness run --backends torch` jobs (1 epoch
-on 512 training and 256 test images, all cores), one with the harness's default `MKL_CBWR=AUTO`
-(harness/execution/child_env.py) and one with `MKL_CBWR=` (empty: MKL's reproducible mode off), in
+Part 1, repeatability: `--runs` rounds of small identical `harness run --backends torch` jobs (1 epoch
+on 512 training and 256 test images, all cores), one in each MKL mode of MODES (the harness's
+default is harness/execution/child_env.py's; `MKL_CBWR=` (empty) turns MKL's reproducible mode off), in
 turn, so a machine whose behaviour changes during the study affects both alike. Each mode's distinct
 epoch-1 results are counted: one distinct result means every run agreed bit for bit.
 
@@ -33,7 +33,7 @@ from harness.config import RunConfig  # noqa: E402
 from harness.execution import probe as probe_child  # noqa: E402
 from harness.measurement import measure, results  # noqa: E402
 
-MODES = {"AUTO": "MKL_CBWR=AUTO (harness default)", "": "MKL_CBWR= (reproducible mode off)"}
+MODES = {"AUTO,STRICT": "MKL_CBWR=AUTO,STRICT", "AUTO": "MKL_CBWR=AUTO", "": "MKL_CBWR= (reproducible mode off)"}
 SMALL_RUN = ["run", "--backends", "torch", "--epochs", "1", "--train-limit", "512", "--test-limit", "256",
              "--no-probe", "--no-report"]
 

@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness import atomic
+from harness.execution.child_env import REPEATABLE_BLAS, framework_env
 from harness.measurement import results
 from tests.conftest import ROOT, SMALL, harness
 
@@ -153,13 +154,13 @@ def test_repeats_add_timings_but_change_no_number(tmp_path):
     assert len(b.repeat_seconds) == 3 and b.summary["repeats"] == 3 and not a.repeat_seconds
     assert [e.metrics for e in a.epochs] == [e.metrics for e in b.epochs]
     # what makes torch's runs repeat bit for bit (harness/execution/child_env.py, torch_common.set_denormals)
-    assert a.backend_info["mkl_cbwr"] == "AUTO" and a.backend_info["denormals"].startswith("flushed to zero")
+    assert a.backend_info["mkl_cbwr"] == REPEATABLE_BLAS["MKL_CBWR"]
+    assert a.backend_info["denormals"].startswith("flushed to zero")
     with np.load(plain / "torch" / "params.npz") as pa, np.load(repeated / "torch" / "params.npz") as pb:
         for k in pa.files:
             np.testing.assert_array_equal(pa[k], pb[k])
 
 
 def test_children_get_repeatable_blas_unless_the_user_chose_a_mode():
-    from harness.execution.child_env import framework_env
-    assert framework_env({"PATH": "/bin"}) == {"PATH": "/bin", "MKL_CBWR": "AUTO"}
+    assert framework_env({"PATH": "/bin"}) == {"PATH": "/bin", **REPEATABLE_BLAS}
     assert framework_env({"MKL_CBWR": "COMPATIBLE"})["MKL_CBWR"] == "COMPATIBLE"

@@ -1,14 +1,16 @@
 """The environment a framework child process (a training worker, the probe) starts with.
 
 One setting so far, for repeatable arithmetic: MKL, torch's CPU BLAS, does not promise bit-identical
-results from run to run, even with the same inputs and thread count. Some of its sgemm code paths
-order their partial sums by how its threads happen to run, so two identical torch runs could differ
-in the last float32 bits of the loss (docs/correctness.md, "Run-to-run repeatability", has the measurements). Conditional
-Numerical Reproducibility, `MKL_CBWR=AUTO`, keeps the code path MKL picks for this processor but fixes
-that order, given a fixed thread count, which the harness fixes. A value the user exported wins, so
-`MKL_CBWR=COMPATIBLE` (identical across processors) or any other mode can be asked for; the record
-shows which applied (backends/info.py). It must be in the environment before MKL initialises, hence
-here, at the child's start. XLA:CPU does not use MKL, so jax is unaffected.
+results from run to run, even with the same inputs and thread count, and two identical torch runs
+were seen to differ in the last float32 bits of the loss, in CI and here (the measurements are in
+docs/correctness.md, "Run-to-run repeatability"). Conditional Numerical Reproducibility fixes the
+order of MKL's sums for a fixed thread count, which the harness fixes: `MKL_CBWR=AUTO` keeps the code
+path MKL picks for this processor. (AUTO,STRICT, which also frees some routines from the thread
+count, changes the last bits of the runs' losses against the recorded golden run; AUTO does not.) A value
+the user exported wins: `MKL_CBWR=COMPATIBLE` (identical across processors), or `MKL_CBWR=` (empty)
+to turn the mode off; the record shows which applied (backends/info.py). It must be in the
+environment before MKL initialises, hence here, at the child's start. XLA:CPU does not use MKL, so
+jax is unaffected.
 """
 from __future__ import annotations
 

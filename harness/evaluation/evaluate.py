@@ -28,6 +28,7 @@ import backends
 from harness import atomic
 from harness.errors import HarnessError
 from harness.evaluation import iwae
+from harness.execution.child_env import framework_env
 from harness.measurement import results
 
 DEFAULT_K = 5000  # the IWAE paper's evaluation
@@ -76,7 +77,7 @@ def _pinned(cores: list[int]):
 def run_child(module: str, args: dict, threads: int) -> dict:
     """Run `python -m module JSON` pinned to the first `threads` cores; its JSON line, or one-line error."""
     cores = sorted(os.sched_getaffinity(0))[: threads or None]
-    env = {**os.environ, "OMP_NUM_THREADS": str(len(cores))}
+    env = {**framework_env(), "OMP_NUM_THREADS": str(len(cores))}  # the training workers' BLAS settings
     proc = subprocess.run([sys.executable, "-m", module, json.dumps(args)], capture_output=True, text=True,
                           env=env, preexec_fn=_pinned(cores))
     if proc.returncode != 0:

@@ -1,4 +1,4 @@
-"""The environment a framework child process (a training worker, the probe) starts with.
+"""The environment a framework child process (a training worker, the probe, an IWAE evaluation) starts with.
 
 One setting so far, for repeatable arithmetic: MKL, torch's CPU BLAS, does not promise bit-identical
 results from run to run, even with the same inputs and thread count, and two identical torch runs

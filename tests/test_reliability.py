@@ -24,6 +24,11 @@ from harness.measurement import results
 from tests.conftest import ROOT, SMALL, harness
 
 
+# Bit-for-bit comparisons of torch runs use one thread: on two, identical torch eager processes
+# sometimes differ in the last float32 digits (docs/correctness.md, "Run-to-run repeatability").
+ONE_THREAD = ("--threads", "1")
+
+
 def run_small(out: Path, backends: str, *extra: str, epochs: int = 3) -> subprocess.CompletedProcess:
     return harness("run", "--backends", backends, "--epochs", epochs, "--out", out, *SMALL, *extra)
 
@@ -71,10 +76,10 @@ def test_timeout_is_a_failure_not_a_hang(tmp_path):
 def test_sigint_keeps_finished_epochs_and_resume_is_bit_identical(tmp_path):
     # slow-torch = torch + 1 s pause per epoch, so the signal surely lands mid-run on a fast machine.
     full, cut = tmp_path / "full", tmp_path / "cut"
-    assert run_small(full, "slow-torch", epochs=4).returncode == 0
+    assert run_small(full, "slow-torch", *ONE_THREAD, epochs=4).returncode == 0
 
     proc = subprocess.Popen([sys.executable, "-m", "harness", "run", "--backends", "slow-torch", "--epochs", "4",
-                             "--out", cut, *SMALL], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             "--out", cut, *SMALL, *ONE_THREAD], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:  # wait for the first finished epoch on disk
@@ -148,12 +153,12 @@ def tmp_dir_factory_results(tmp_path_factory):
 
 def test_repeats_add_timings_but_change_no_number(tmp_path):
     plain, repeated = tmp_path / "plain", tmp_path / "repeated"
-    assert run_small(plain, "torch", epochs=2).returncode == 0
-    assert run_small(repeated, "torch", "--repeats", "3", epochs=2).returncode == 0
+    assert run_small(plain, "torch", *ONE_THREAD, epochs=2).returncode == 0
+    assert run_small(repeated, "torch", *ONE_THREAD, "--repeats", "3", epochs=2).returncode == 0
     a, b = by_backend(plain)["torch"], by_backend(repeated)["torch"]
     assert len(b.repeat_seconds) == 3 and b.summary["repeats"] == 3 and not a.repeat_seconds
     assert [e.metrics for e in a.epochs] == [e.metrics for e in b.epochs]
-    # what makes torch's runs repeat bit for bit (harness/execution/child_env.py, torch_common.set_denormals)
+    # the numeric settings a torch child records (harness/execution/child_env.py, torch_common.set_denormals)
     assert a.backend_info["mkl_cbwr"] == REPEATABLE_BLAS["MKL_CBWR"]
     assert a.backend_info["denormals"].startswith("flushed to zero")
     with np.load(plain / "torch" / "params.npz") as pa, np.load(repeated / "torch" / "params.npz") as pb:

@@ -1,16 +1,13 @@
 """The environment a framework child process (a training worker, the probe, an IWAE evaluation) starts with.
 
-One setting so far, for repeatable arithmetic: MKL, torch's CPU BLAS, does not promise bit-identical
-results from run to run, even with the same inputs and thread count, and two identical torch runs
-were seen to differ in the last float32 bits of the loss, in CI and here (the measurements are in
-docs/correctness.md, "Run-to-run repeatability"). Conditional Numerical Reproducibility fixes the
-order of MKL's sums for a fixed thread count, which the harness fixes: `MKL_CBWR=AUTO` keeps the code
-path MKL picks for this processor. (AUTO,STRICT, which also frees some routines from the thread
-count, changes the last bits of the runs' losses against the recorded golden run; AUTO does not.) A value
-the user exported wins: `MKL_CBWR=COMPATIBLE` (identical across processors), or `MKL_CBWR=` (empty)
-to turn the mode off; the record shows which applied (backends/info.py). It must be in the
-environment before MKL initialises, hence here, at the child's start. XLA:CPU does not use MKL, so
-jax is unaffected.
+One setting so far: MKL, torch's CPU BLAS, does not promise bit-identical results from run to run
+unless its Conditional Numerical Reproducibility is on, so `MKL_CBWR=AUTO` (standard CNR: the code path
+MKL picks for this processor, a fixed order of sums for a fixed thread count, which the harness fixes)
+is set unless the user exported a value: `MKL_CBWR=COMPATIBLE` (identical across processors), or
+`MKL_CBWR=` (empty) to turn it off. The record shows which applied (backends/info.py). It does not
+make torch eager on two threads repeat bit for bit (docs/correctness.md, "Run-to-run repeatability":
+the cause of that is not known). It must be in the environment before MKL initialises, hence here,
+at the child's start. XLA:CPU does not use MKL, so jax is unaffected.
 """
 from __future__ import annotations
 

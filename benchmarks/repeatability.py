@@ -5,12 +5,12 @@
 Part 1, repeatability: `--runs` rounds of small identical `harness run --backends torch` jobs (1 epoch
 on 512 training and 256 test images, all cores), one in each MKL mode of MODES (the harness's
 default is harness/execution/child_env.py's; `MKL_CBWR=` (empty) turns MKL's reproducible mode off), in
-turn, so a machine whose behaviour changes during the study affects both alike. Each mode's distinct
+turn, so a machine whose behaviour changes during the study affects every mode alike. Each mode's distinct
 epoch-1 results are counted: one distinct result means every run agreed bit for bit.
 
 Part 2, cost: `--probes` rounds of the run's probe in each mode, in turn: the floor (the epoch's
 matrix products alone, best of 5) and the float32 peak. The full-epoch cost is timed by
-benchmarks/engine_variants.py (variants torch-mkl-cnr-off, torch-compile-mkl-cnr-off).
+benchmarks/engine_variants.py (its torch-mkl-cnr-* and torch-compile-mkl-cnr-* variants).
 
 Writes OUT/repeatability.json and OUT/repeatability.md.
 """

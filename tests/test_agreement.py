@@ -80,6 +80,8 @@ def test_targets_round_trip_through_toml(targets_file):
     assert targets.profile_for(loaded, exp, 80).name == "full"
     assert targets.profile_for(loaded, {**exp, "device_kind": "cuda"}, 50).name == "full"  # bands: any device
     assert targets.profile_for(loaded, {**exp, "precision": "bf16"}, 50) is None
+    cuda_full = dataclasses.replace(loaded["full"], name="cuda-full", calibrated_on={**exp, "device_kind": "cuda"})
+    assert targets.profile_for({**loaded, "cuda-full": cuda_full}, {**exp, "device_kind": "cuda"}, 50).name == "cuda-full"
 
 
 @pytest.mark.parametrize("gap1, gap50, ok1, ok50", [

@@ -151,9 +151,12 @@ def _profile_dict(p: Profile) -> dict:
 
 def profile_for(profiles: dict[str, Profile], exp: dict[str, Any], epochs: int) -> Profile | None:
     """The one profile that judges a run of `exp` lasting `epochs` epochs, in reports and in `check --from`
-    alike: of those whose bands cover the experiment, the shortest that covers every epoch of the run (its
-    Bonferroni family is the smallest), else the longest; None when no profile covers the experiment."""
+    alike: of those whose bands cover the experiment (those calibrated on its device kind first), the
+    shortest that covers every epoch of the run (its Bonferroni family is the smallest), else the longest;
+    None when no profile covers the experiment."""
     mine = [p for p in profiles.values() if p.per_epoch and p.mismatch(exp, bands=True) is None]
+    own = [p for p in mine if p.mismatch(exp) is None]  # calibrated on this device kind: gaps judged too
+    mine = own or mine
     covering = [p for p in mine if p.epochs >= epochs]
     if covering:
         return min(covering, key=lambda p: (p.epochs, -len(p.calibration.get("seeds", []))))

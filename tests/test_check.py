@@ -128,7 +128,7 @@ def test_a_planted_shift_at_one_epoch_fails_the_full_profile(tmp_path):
     """A held-out 50-epoch run passes `check --profile full`; +1.0 nat on one backend at epoch 7 fails it."""
     import json
     held = targets.get_profile("full").calibration["held_out_seeds"][0]
-    source = ROOT / f"reports/calibration-cpu-v2/held-out/seed-{held}/results.json"
+    source = ROOT / f"reports/calibration-cpu/held-out/seed-{held}/results.json"
     assert harness("check", "--profile", "full", "--from", source.parent).returncode == 0
     doc = json.loads(source.read_text())
     doc["results"][3]["epochs"][6]["metrics"]["test_loss"] += 1.0  # jax (the name no other backend contains)

@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import itertools
 import math
-import statistics
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from scipy import stats
 
 from harness.errors import HarnessError
@@ -78,10 +78,10 @@ def band(values: dict[int, list[float]], epoch: int, seeds: int, tests: int) -> 
     """(low, high, derivation) of one metric at `epoch`; `values` holds every calibration run's value
     per epoch; `tests` is the number of bands one check judges (the Bonferroni divisor)."""
     near = neighbourhood(epoch, min(values), max(values))
-    sd = math.sqrt(statistics.mean(statistics.variance(values[e]) for e in near))
+    sd = math.sqrt(np.mean([np.var(values[e], ddof=1) for e in near]))
     alpha = FALSE_ALARM * FAMILY_SHARE["bands"] / tests
     k = howe_k(seeds, 1 - alpha)
-    mean = statistics.mean(values[epoch])
+    mean = float(np.mean(values[epoch]))
     return (round(mean - k * sd, 3), round(mean + k * sd, 3),
             f"{len(values[epoch])} runs of {seeds} seeds: mean {mean:.3f}, sd {sd:.3f} (pooled over epochs "
             f"{near.start}-{near.stop - 1}); band = mean +- {k:.2f} sd, a tolerance interval covering "
@@ -104,7 +104,7 @@ def window_means(diffs_by_seed_pair: dict[tuple, dict[int, float]], width: int) 
     out: dict[int, list[float]] = {}
     for per_epoch in diffs_by_seed_pair.values():
         for end in range(width, max(per_epoch) + 1):
-            out.setdefault(end, []).append(statistics.mean(per_epoch[e] for e in range(end - width + 1, end + 1)))
+            out.setdefault(end, []).append(float(np.mean([per_epoch[e] for e in range(end - width + 1, end + 1)])))
     return out
 
 
@@ -114,7 +114,7 @@ def spread_limit(samples: dict[int, list[float]], epoch: int, df_per_epoch: int,
     `alpha` per judged value, for zero-centred normal differences."""
     near = neighbourhood(epoch, min(samples), max(samples))
     squares = [v * v for e in near for v in samples[e]]
-    rms = math.sqrt(statistics.mean(squares))
+    rms = math.sqrt(np.mean(squares))
     df = df_per_epoch * (len(near) if pooled_epochs_independent else 1)
     upper = sd_upper(rms, df)
     z = stats.norm.isf(alpha / 2)

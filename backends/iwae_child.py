@@ -1,7 +1,7 @@
-"""The framework-free driver of the IWAE evaluators (backends/iwae_torch.py, backends/iwae_jax.py).
+"""The framework-free driver of the IWAE evaluators (backends/torch/iwae.py, backends/jax/iwae.py).
 
-`python -m backends.iwae_<framework> JSON` loads one run's saved params and the test images, walks
-them in batches, takes each batch's noise from harness.evaluation.iwae.noise (the same draws for every backend)
+`python -m backends.<framework>.iwae JSON` loads one run's saved params and the test images, walks
+them in batches, takes each batch's noise from harness.draws.iwae_noise (the same draws for every backend)
 and hands (images, noise) to the framework's `bounds` function, which returns each image's
 log-mean-exp of its K importance weights. The per-image bounds go to an .npy file named in JSON; the
 timings go to stdout as one JSON line. The parent (harness/evaluation/evaluate.py) has already pinned this
@@ -22,10 +22,10 @@ import numpy as np
 
 from harness import data
 from harness.config import ModelConfig
+from harness.draws import check_k, iwae_noise
 
 PARAM_ORDER = ModelConfig(workload="mlp-vae").param_order()  # the IWAE evaluators are written for the MLP
 from harness.errors import HarnessError
-from harness.evaluation import iwae
 
 
 class Bounds(Protocol):
@@ -49,7 +49,7 @@ def load_params(path: str) -> dict[str, np.ndarray]:
 
 def evaluate(args: dict, make: Factory) -> dict:
     """Run the evaluation described by `args`; write the bounds to args['out'] and return the timings."""
-    k = iwae.check_k(args["k"])
+    k = check_k(args["k"])
     params = load_params(args["params"])
     test_x = data.load(args["data_dir"], allow_download=False).test_x
     if args.get("test_limit"):
@@ -63,7 +63,7 @@ def evaluate(args: dict, make: Factory) -> dict:
     for lo in range(0, len(test_x), batch):
         hi = min(lo + batch, len(test_x))
         t = time.perf_counter()
-        eps = iwae.noise(args["seed"], k, lo, hi, latent)
+        eps = iwae_noise(args["seed"], k, lo, hi, latent)
         noise_seconds += time.perf_counter() - t
         out[lo:hi] = bounds(test_x[lo:hi], eps)  # returns host numbers: the device has finished
     seconds = time.perf_counter() - t0

@@ -16,7 +16,8 @@ import pytest
 from scipy.special import logsumexp
 
 from harness import atomic, cli
-from harness.config import ModelConfig, RunConfig, epoch_noise, epoch_permutation, init_params
+from harness.config import ModelConfig, RunConfig
+from harness.draws import epoch_noise, epoch_permutation, init_params, iwae_noise
 from harness.errors import HarnessError
 from harness.evaluation import evaluate, iwae
 from harness.measurement import results
@@ -67,11 +68,11 @@ def make_run(run_dir: Path, params: dict[str, np.ndarray], names: tuple[str, ...
 # ---------------------------------------------------------------- the noise and the oracle
 
 def test_noise_of_an_image_does_not_depend_on_its_batch():
-    whole = iwae.noise(7, 50, 0, 10, 3)
+    whole = iwae_noise(7, 50, 0, 10, 3)
     assert whole.dtype == np.float32 and whole.shape == (10, 50, 3)
-    np.testing.assert_array_equal(iwae.noise(7, 50, 4, 6, 3), whole[4:6])
-    assert not np.array_equal(iwae.noise(7, 51, 0, 1, 3)[0, :50], whole[0])  # K is part of the seed
-    assert not np.array_equal(iwae.noise(8, 50, 0, 1, 3), whole[:1])
+    np.testing.assert_array_equal(iwae_noise(7, 50, 4, 6, 3), whole[4:6])
+    assert not np.array_equal(iwae_noise(7, 51, 0, 1, 3)[0, :50], whole[0])  # K is part of the seed
+    assert not np.array_equal(iwae_noise(8, 50, 0, 1, 3), whole[:1])
 
 
 def test_log_mean_exp_is_stable_where_exp_underflows():
@@ -82,7 +83,7 @@ def test_log_mean_exp_is_stable_where_exp_underflows():
 
 def test_k1_is_the_single_sample_elbo(params, mnist):
     """K = 1: the bound is -(BCE + log q(z|x) - log p(z)) at z = mu + sigma * eps, term by term."""
-    x, eps = mnist.test_x[:64], iwae.noise(1, 1, 0, 64, 20)
+    x, eps = mnist.test_x[:64], iwae_noise(1, 1, 0, 64, 20)
     f = mlp_oracle.forward(params, x, eps[:, 0])
     log_q = -0.5 * np.sum(eps[:, 0].astype(np.float64) ** 2 + f["logvar"] + np.log(2 * np.pi), axis=1)
     log_p = -0.5 * np.sum(f["z"] ** 2 + np.log(2 * np.pi), axis=1)
@@ -133,8 +134,8 @@ def test_framework_estimate_matches_the_oracle(backend, framework, params, mnist
 
 def test_each_backend_is_evaluated_by_its_own_framework():
     assert {b: evaluate.evaluator_module(b) for b in ("torch", "torch-compile", "torch-reference", "jax")} == {
-        "torch": "backends.iwae_torch", "torch-compile": "backends.iwae_torch",
-        "torch-reference": "backends.iwae_torch", "jax": "backends.iwae_jax"}
+        "torch": "backends.torch.iwae", "torch-compile": "backends.torch.iwae",
+        "torch-reference": "backends.torch.iwae", "jax": "backends.jax.iwae"}
 
 
 # ---------------------------------------------------------------- command line and report

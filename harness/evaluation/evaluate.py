@@ -1,9 +1,9 @@
 """`python -m harness evaluate RUN_DIR [--iwae K]`: the importance-weighted log-likelihood of saved runs.
 
 For every backend of a run (or every job of a sweep folder) that saved its params, a child process
-of the backend's own framework (backends/iwae_<framework>.py: torch for torch, torch-compile and
-torch-reference, jax for jax) loads `<backend>/params.npz` on the run's device and computes each test
-image's IWAE bound in float32 from the harness's shared noise (harness/evaluation/iwae.py). The estimate,
+of the backend's own framework (the `iwae` module its package declares in the registry:
+backends/torch/iwae.py for torch, torch-compile and torch-reference, backends/jax/iwae.py for jax)
+loads `<backend>/params.npz` on the run's device and computes each test image's IWAE bound in float32 from the harness's shared noise (harness/evaluation/iwae.py). The estimate,
 NLL = -mean bound in nats per test image with its standard error over test images, goes into
 results.json as `results[i].evaluation.iwae` (`iwae_subset` with --test-limit; rewritten atomically
 after each backend); the per-image bounds go beside the params as `<backend>/iwae-k<K>[-n<N>].npy`,
@@ -11,7 +11,6 @@ so two backends can be compared image by image. The child is pinned to `--thread
 """
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import os
@@ -50,7 +49,7 @@ class Options:
     data_dir: str | None = None
 
 
-IWAE_WORKLOADS = ("mlp-vae",)  # backends/iwae_*.py and harness/evaluation/iwae.py evaluate the MLP's layers
+IWAE_WORKLOADS = ("mlp-vae",)  # backends/<framework>/iwae.py and harness/evaluation/iwae.py evaluate the MLP's layers
 
 def default_batch(k: int, device: str) -> int:
     """Test images per batch so that a batch decodes about ROWS_PER_BATCH[device kind] rows."""
@@ -59,14 +58,12 @@ def default_batch(k: int, device: str) -> int:
 
 def evaluator_module(backend: str) -> str:
     """The child module that evaluates `backend`: the one of the framework it trained with."""
-    backends.check_names([backend])
-    spec = backends.REGISTRY[backend]
-    module = f"backends.iwae_{spec.framework}"
-    if importlib.util.find_spec(module) is None:
-        raise HarnessError(f"{backend}: no IWAE evaluator for framework {spec.framework!r}")
-    if importlib.util.find_spec(spec.framework) is None:
-        raise HarnessError(f"{backend}: evaluating needs {spec.framework}; pip install -e '.[{spec.extra}]'")
-    return module
+    framework = backends.framework_of(backend)
+    if not framework.iwae:
+        raise HarnessError(f"{backend}: no IWAE evaluator for framework {framework.name!r}")
+    if not backends.installed(framework.name):
+        raise HarnessError(f"{backend}: evaluating needs {framework.name}; pip install -e '.[{framework.extra}]'")
+    return framework.iwae
 
 
 def _pinned(cores: list[int]):

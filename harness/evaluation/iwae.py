@@ -1,4 +1,4 @@
-"""The importance-weighted bound (Burda et al. 2015): its shared noise and its float64 NumPy oracle.
+"""The importance-weighted bound (Burda et al. 2015): its float64 NumPy oracle (the noise: harness/draws.py).
 
 For a test image x and K draws z_k = mu(x) + sigma(x) * eps_k from the encoder's q(z|x),
 
@@ -9,10 +9,10 @@ model's Bernoulli likelihood from the decoder's logits, the same BCE the trainin
 pixels are byte / 255, not binarised, so the numbers compare with `test_loss`, not with the binarised
 MNIST log-likelihoods of the literature.
 
-The noise eps comes from here, not from a framework: every backend, and this oracle, is judged on
-the same draws. The draws of test image i depend on (seed, K, i) alone, so any batching or test
-subset sees the same numbers. Nothing here imports torch or jax; the framework evaluators
-(backends/iwae_torch.py, backends/iwae_jax.py) import `noise` and nothing else from this module.
+The noise eps comes from the harness (harness/draws.py `iwae_noise`), not from a framework: every
+backend, and this oracle, is judged on the same draws. The draws of test image i depend on
+(seed, K, i) alone, so any batching or test subset sees the same numbers. Nothing here imports torch
+or jax.
 """
 from __future__ import annotations
 
@@ -21,35 +21,12 @@ import math
 import numpy as np
 
 from harness.config import ModelConfig
+from harness.draws import check_k, iwae_noise  # check_k: K is part of the noise's key
 
 PARAM_ORDER = ModelConfig(workload="mlp-vae").param_order()  # the IWAE estimate is written for the MLP
 
-IWAE_TAG = 0x1BAE  # separates the IWAE draws from training's noise streams that share the seed
 LOG_2PI = math.log(2.0 * math.pi)
 ROWS_PER_CHUNK = 8192  # (image, draw) rows the oracle decodes at once: 8192 x 784 float64 = 51 MB
-
-
-def check_k(k: object) -> int:
-    """K as an int >= 1, else ValueError with the reason; bool and float are refused, not truncated."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise ValueError(f"K must be a positive integer, got {k!r}")
-    if k < 1:
-        raise ValueError(f"K must be a positive integer, got {k}")
-    return int(k)
-
-
-def noise(seed: int, k: int, start: int, stop: int, latent: int) -> np.ndarray:
-    """eps for test images start..stop-1: shape (stop - start, k, latent), float32, standard normal.
-
-    One counter-based Philox stream per image, keyed by (seed, K, tag, image index): the draws of an
-    image never depend on which other images are evaluated with it, so chunked generation, batching
-    and --test-limit change nothing, and K x 10000 x latent never has to sit in memory at once.
-    """
-    out = np.empty((stop - start, k, latent), dtype=np.float32)
-    for row, i in enumerate(range(start, stop)):
-        bits = np.random.Philox(np.random.SeedSequence([seed, k, IWAE_TAG, i]))
-        np.random.Generator(bits).standard_normal((k, latent), dtype=np.float32, out=out[row])
-    return out
 
 
 def log_mean_exp(a: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -87,7 +64,7 @@ def log_weights(params: dict[str, np.ndarray], x: np.ndarray, eps: np.ndarray) -
 def estimate(params: dict[str, np.ndarray], x: np.ndarray, k: int, seed: int, start: int = 0) -> np.ndarray:
     """The per-image IWAE bound log (1/K) sum_k w_k (nats, float64) for test images start.. of x.
 
-    x holds those images in order; the noise is `noise(seed, k, ...)`, exactly what the framework
+    x holds those images in order; the noise is `iwae_noise(seed, k, ...)`, exactly what the framework
     evaluators use. Decoded a few thousand (image, draw) rows at a time to bound memory.
     """
     k = check_k(k)
@@ -96,7 +73,7 @@ def estimate(params: dict[str, np.ndarray], x: np.ndarray, k: int, seed: int, st
     out = []
     for lo in range(0, len(x), per_chunk):
         hi = min(lo + per_chunk, len(x))
-        eps = noise(seed, k, start + lo, start + hi, latent)
+        eps = iwae_noise(seed, k, start + lo, start + hi, latent)
         out.append(log_mean_exp(log_weights(params, x[lo:hi], eps), axis=1))
     return np.concatenate(out) if out else np.zeros(0)
 

@@ -1,6 +1,6 @@
 """The IWAE bound in PyTorch, float32, for runs trained by torch, torch-compile and torch-reference.
 
-`python -m backends.iwae_torch JSON` (see backends/iwae_child.py for the JSON and the outputs). The
+`python -m backends.torch.iwae JSON` (see backends/iwae_child.py for the JSON and the outputs). The
 saved params load into the MLP workload's torch model (workloads/mlp_vae/torch_model.py) on the run's device;
 per batch of B test images and their K draws eps (B, K, L) from the harness:
 
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from backends import iwae_child
-from backends.torch_common import build_model, resolve_device
+from backends.torch.common import build_model, resolve_device
 from harness.config import ModelConfig
 
 LOG_2PI = math.log(2.0 * math.pi)

@@ -1,6 +1,6 @@
 """The IWAE bound in JAX, float32, for runs trained by the jax backend.
 
-`python -m backends.iwae_jax JSON` (see backends/iwae_child.py for the JSON and the outputs). The
+`python -m backends.jax.iwae JSON` (see backends/iwae_child.py for the JSON and the outputs). The
 saved state_dict arrays (weights (out, in), so a layer is x @ W.T + b) go to the run's device; per
 batch of B test images and their K draws eps (B, K, L) from the harness:
 
@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from backends import iwae_child
-from backends.jax_flax import resolve_device
+from backends.jax.engine import resolve_device
 
 LOG_2PI = math.log(2.0 * math.pi)
 

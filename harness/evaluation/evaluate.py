@@ -11,6 +11,7 @@ so two backends can be compared image by image. The child is pinned to `--thread
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -25,6 +26,7 @@ import numpy as np
 
 import backends
 from harness import atomic
+from harness.config import ModelConfig
 from harness.errors import HarnessError
 from harness.evaluation import iwae
 from harness.execution.child_env import framework_env
@@ -49,7 +51,6 @@ class Options:
     data_dir: str | None = None
 
 
-IWAE_WORKLOADS = ("mlp-vae",)  # backends/<framework>/iwae.py and harness/evaluation/iwae.py evaluate the MLP's layers
 
 def default_batch(k: int, device: str) -> int:
     """Test images per batch so that a batch decodes about ROWS_PER_BATCH[device kind] rows."""
@@ -84,12 +85,14 @@ def run_child(module: str, args: dict, threads: int) -> dict:
 
 
 def evaluate_result(run_dir: Path, result: results.BackendResult, seed: int, opts: Options,
-                    mnist_dir: Path) -> dict:
-    """IWAE of one backend's saved params: the `evaluation.iwae` record (bounds saved beside the params)."""
+                    mnist_dir: Path, model: ModelConfig) -> dict:
+    """IWAE of one backend's saved params of `model` (the run's workload and sizes): the `evaluation.iwae`
+    record (bounds saved beside the params)."""
     module = evaluator_module(result.backend)
     device = opts.device or result.device
     with tempfile.TemporaryDirectory(prefix="vae-bench-iwae-") as tmp:
-        args = {"params": str(run_dir / result.backend / result.params_file), "data_dir": str(mnist_dir),
+        args = {"params": str(run_dir / result.backend / result.params_file), "model": dataclasses.asdict(model),
+                "data_dir": str(mnist_dir),
                 "device": device, "k": opts.k, "seed": seed, "test_limit": opts.test_limit,
                 "batch": opts.batch or default_batch(opts.k, device), "out": str(Path(tmp) / "bounds.npy")}
         t = time.perf_counter()
@@ -121,10 +124,8 @@ def _say(line: str) -> None:
 def evaluate_run(run_dir: Path, opts: Options, mnist_dir: Path, say=_say) -> list[str]:
     """Evaluate the selected backends of one run, saving results.json after each; return the failures."""
     record = results.load(run_dir)
-    workload = results.workload_of(record.config)
-    if workload.name not in IWAE_WORKLOADS:
-        raise HarnessError(f"{run_dir}: trained {workload.name}; the IWAE estimate is written for "
-                           f"{', '.join(IWAE_WORKLOADS)} only (its encoder and decoder are the MLP's)")
+    results.workload_of(record.config)  # a workload this version does not know is one error line
+    model = ModelConfig.from_dict(record.config.get("model") or {})  # the run's sizes, not the defaults
     chosen = [r for r in record.results if not opts.backends or r.backend in opts.backends]
     missing = sorted(set(opts.backends) - {r.backend for r in record.results})
     if missing:
@@ -137,7 +138,7 @@ def evaluate_run(run_dir: Path, opts: Options, mnist_dir: Path, say=_say) -> lis
             say(f"{run_dir} {r.backend}: skipped ({r.status}, no saved params)")
             continue
         try:
-            r.evaluation = {**(r.evaluation or {}), key: evaluate_result(run_dir, r, r.seed, opts, mnist_dir)}
+            r.evaluation = {**(r.evaluation or {}), key: evaluate_result(run_dir, r, r.seed, opts, mnist_dir, model)}
         except HarnessError as exc:
             failures.append(f"{run_dir} {r.backend}: {exc}")
             say(f"{run_dir} {r.backend}: failed: {exc}")

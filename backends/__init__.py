@@ -1,47 +1,34 @@
-"""Lazy registry of backends: a backend's framework is imported only when that backend is created.
+"""Lazy registry of engines and frameworks: a framework is imported only when its engine is created.
 
-Listing the names never imports torch or jax, so the harness core stays framework-free.
+Each framework package (backends/torch/, backends/jax/) declares its engines and its `Framework`;
+this module lists them, one line per engine. Listing never imports torch or jax, so the harness
+core stays framework-free, and the harness reaches a framework only through this registry.
 """
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
-from dataclasses import dataclass, field
 
+from backends import jax as _jax
+from backends import torch as _torch
+from backends.spec import BackendSpec, CompilerCache, Framework
 from harness.errors import HarnessError
 
-
-@dataclass(frozen=True)
-class BackendSpec:
-    """Where a backend lives and what it needs installed."""
-
-    module: str
-    cls: str
-    framework: str  # top-level module that must import
-    extra: str      # the pip extra that installs it
-    description: str
-    compiler: str = ""  # whose persistent compile cache its warm-up uses: "jax", "inductor" or "" (none)
-    # The engine's own options (RunConfig.engine_options[name]): option -> allowed values, default first.
-    options: dict[str, tuple[str, ...]] = field(default_factory=dict)
+__all__ = ["BackendSpec", "CompilerCache", "Framework", "FRAMEWORKS", "REGISTRY", "COMPILE_MODES"]
 
 
-JAX_EPOCHS = ("auto", "scan", "loop")  # the jax engine's epoch: see backends/jax_flax.py epoch_arrangement
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
-DENORMALS = ("flush", "keep")  # torch/torch-compile on the CPU: see backends/torch_common.py set_denormals
+FRAMEWORKS: dict[str, Framework] = {f.name: f for f in (_torch.FRAMEWORK, _jax.FRAMEWORK)}
 
+# One line per engine; the engine, its options and its framework's modules live in its framework package.
 REGISTRY: dict[str, BackendSpec] = {
-    "torch": BackendSpec("backends.torch_eager", "TorchEagerBackend", "torch", "torch",
-                         "PyTorch eager, data on the device, loss accumulated on the device",
-                         options={"denormals": DENORMALS}),
-    "torch-compile": BackendSpec("backends.torch_compile", "TorchCompileBackend", "torch", "torch",
-                                 "torch.compile; on CUDA the whole step replayed as one CUDA graph (arrangement per device and mode in backend_info)", compiler="inductor",
-                                 options={"mode": COMPILE_MODES, "denormals": DENORMALS}),
-    "torch-reference": BackendSpec("backends.torch_reference", "TorchReferenceBackend", "torch", "torch",
-                                   "the pytorch/examples vae/main.py loop as users know it"),
-    "jax": BackendSpec("backends.jax_flax", "JaxBackend", "jax", "jax",
-                       "Flax NNX + Optax adam, jitted lax.scan epoch (or loop of jitted steps) with donated state",
-                       compiler="jax", options={"epoch": JAX_EPOCHS}),
+    "torch": _torch.EAGER,
+    "torch-compile": _torch.COMPILE,
+    "torch-reference": _torch.REFERENCE,
+    "jax": _jax.ENGINE,
 }
+
+COMPILE_MODES = REGISTRY["torch-compile"].options["mode"]  # the choices of --compile-mode (harness/cli/flags.py)
 
 
 def check_options(engine_options: dict[str, dict]) -> None:
@@ -57,9 +44,30 @@ def check_options(engine_options: dict[str, dict]) -> None:
                 raise HarnessError(f"{name} {option} {value!r}: choose from {', '.join(declared[option])}")
 
 
-def register(name: str, spec: BackendSpec) -> None:
-    """Add a backend; plugin modules call this when imported."""
+def register(name: str, spec: BackendSpec, framework: Framework | None = None) -> None:
+    """Add an engine (and, for a framework not known yet, its `Framework`); plugin modules call this
+    when imported."""
+    if framework is not None:
+        FRAMEWORKS[framework.name] = framework
     REGISTRY[name] = spec
+
+
+def framework_of(name: str) -> Framework:
+    """The framework record of backend `name` (a bare one, with no modules, if none was registered)."""
+    check_names([name])
+    spec = REGISTRY[name]
+    return FRAMEWORKS.get(spec.framework) or Framework(spec.framework, spec.extra)
+
+
+def probe_framework() -> Framework | None:
+    """The first framework that has a device probe (harness probe), installed or not."""
+    _ensure_plugins()
+    return next((f for f in FRAMEWORKS.values() if f.probe), None)
+
+
+def installed(framework: str) -> bool:
+    """Whether `framework` can be imported here, without importing it."""
+    return importlib.util.find_spec(framework) is not None
 
 
 def load_plugins() -> None:

@@ -15,7 +15,10 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from harness.config import RunConfig, epoch_noise, noise_seed
+from harness.config import RunConfig
+from harness.draws import epoch_noise, noise_seed
+
+# The workload's test metrics, per test image, by name (workloads.spec.Workload.metrics).
 
 # The workload's test metrics, per test image, by name (workloads.spec.Workload.metrics).
 Metrics = dict[str, float]

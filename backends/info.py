@@ -1,15 +1,15 @@
 """What a child process records about its framework: versions, threads and numeric settings.
 
-Framework code, so it lives with the engines: the harness core never imports torch or jax. It only
-reads frameworks the engine has already imported (sys.modules), so it never imports one itself.
+Each framework package says it in its own `info` module (backends/torch/info.py, backends/jax/info.py);
+this one only asks the frameworks already imported (sys.modules), so it never imports one itself.
 """
 from __future__ import annotations
 
-import importlib.metadata
-import os
+import importlib
 import sys
 from typing import Any
 
+import backends
 from harness.config import RunConfig
 
 
@@ -19,20 +19,7 @@ def framework_info(backend: str, config: RunConfig, described: dict[str, Any] | 
     # the engine's own options (e.g. torch-compile's mode, jax's epoch), then what it says it runs
     info: dict[str, Any] = {"precision": config.precision, "noise": config.noise, **config.options(backend),
                             **(described or {})}
-    if "torch" in sys.modules:
-        import torch
-        info.update(torch=torch.__version__, torch_threads=torch.get_num_threads(),
-                    torch_cuda=torch.version.cuda,
-                    matmul_precision=torch.get_float32_matmul_precision(),
-                    mkl_cbwr=os.environ.get("MKL_CBWR") or "off")  # harness/execution/child_env.py
-    if "jax" in sys.modules:
-        import jax
-        info.update(jax=jax.__version__, jax_backend=jax.default_backend(),
-                    jax_matmul_precision=str(jax.config.jax_default_matmul_precision),
-                    jax_devices=[str(d) for d in jax.devices()])
-        for pkg in ("flax", "optax", "jaxlib"):
-            try:
-                info[pkg] = importlib.metadata.version(pkg)
-            except importlib.metadata.PackageNotFoundError:
-                pass
+    for framework in backends.FRAMEWORKS.values():
+        if framework.info and framework.name in sys.modules:
+            info.update(importlib.import_module(framework.info).versions())
     return info

@@ -1,14 +1,14 @@
-"""The framework-free driver of the IWAE evaluators (backends/iwae_torch.py, backends/iwae_jax.py).
+"""The framework-free driver of the IWAE evaluators (backends/torch/iwae.py, backends/jax/iwae.py).
 
-`python -m backends.iwae_<framework> JSON` loads one run's saved params and the test images, walks
-them in batches, takes each batch's noise from harness.evaluation.iwae.noise (the same draws for every backend)
+`python -m backends.<framework>.iwae JSON` loads one run's saved params and the test images, walks
+them in batches, takes each batch's noise from harness.draws.iwae_noise (the same draws for every backend)
 and hands (images, noise) to the framework's `bounds` function, which returns each image's
 log-mean-exp of its K importance weights. The per-image bounds go to an .npy file named in JSON; the
 timings go to stdout as one JSON line. The parent (harness/evaluation/evaluate.py) has already pinned this
 process to its cores, before any framework started a thread pool.
 
-JSON keys: params (path to params.npz), data_dir, device, k, seed, test_limit (0 = all), batch
-(test images per batch), out (.npy path).
+JSON keys: params (path to params.npz), model (the run's ModelConfig as a dict: workload and sizes),
+data_dir, device, k, seed, test_limit (0 = all), batch (test images per batch), out (.npy path).
 """
 from __future__ import annotations
 
@@ -22,10 +22,9 @@ import numpy as np
 
 from harness import data
 from harness.config import ModelConfig
+from harness.draws import check_k, iwae_noise
 
-PARAM_ORDER = ModelConfig(workload="mlp-vae").param_order()  # the IWAE evaluators are written for the MLP
 from harness.errors import HarnessError
-from harness.evaluation import iwae
 
 
 class Bounds(Protocol):
@@ -34,36 +33,41 @@ class Bounds(Protocol):
     def __call__(self, x: np.ndarray, eps: np.ndarray) -> np.ndarray: ...
 
 
-# make(params, device, k, batch) -> (bounds, compile_seconds, device description, framework version)
-Factory = Callable[[dict[str, np.ndarray], str, int, int], tuple[Bounds, float, str, str]]
+# make(params, device, k, batch, model) -> (bounds, compile_seconds, device description, framework version)
+Factory = Callable[[dict[str, np.ndarray], str, int, int, ModelConfig], tuple[Bounds, float, str, str]]
 
 
-def load_params(path: str) -> dict[str, np.ndarray]:
-    """The saved state_dict arrays (weights (out, in)), float32."""
+def load_params(path: str, model: ModelConfig) -> dict[str, np.ndarray]:
+    """The saved state_dict arrays of `model`'s workload (torch layout), float32, checked against its shapes."""
     with np.load(path) as npz:
-        missing = [k for k in PARAM_ORDER if k not in npz.files]
+        missing = [k for k in model.param_order() if k not in npz.files]
         if missing:
-            raise HarnessError(f"{path}: not a params file (no {', '.join(missing)})")
-        return {k: np.asarray(npz[k], dtype=np.float32) for k in PARAM_ORDER}
+            raise HarnessError(f"{path}: not a {model.workload} params file (no {', '.join(missing)})")
+        params = {k: np.asarray(npz[k], dtype=np.float32) for k in model.param_order()}
+    wrong = [f"{k} {a.shape} != {tuple(model.shapes()[k])}" for k, a in params.items() if a.shape != tuple(model.shapes()[k])]
+    if wrong:
+        raise HarnessError(f"{path}: not the run's {model.workload} (latent {model.latent_dim}): {wrong[0]}")
+    return params
 
 
 def evaluate(args: dict, make: Factory) -> dict:
     """Run the evaluation described by `args`; write the bounds to args['out'] and return the timings."""
-    k = iwae.check_k(args["k"])
-    params = load_params(args["params"])
+    k = check_k(args["k"])
+    model = ModelConfig.from_dict(args.get("model") or {})
+    params = load_params(args["params"], model)
     test_x = data.load(args["data_dir"], allow_download=False).test_x
     if args.get("test_limit"):
         test_x = test_x[: args["test_limit"]]
     batch = max(1, min(int(args["batch"]), len(test_x)))
-    latent = params["fc21.weight"].shape[0]
-    bounds, compile_seconds, device, framework = make(params, args["device"], k, batch)
+    latent = model.latent_dim
+    bounds, compile_seconds, device, framework = make(params, args["device"], k, batch, model)
     out = np.empty(len(test_x), dtype=np.float32)
     noise_seconds = 0.0
     t0 = time.perf_counter()
     for lo in range(0, len(test_x), batch):
         hi = min(lo + batch, len(test_x))
         t = time.perf_counter()
-        eps = iwae.noise(args["seed"], k, lo, hi, latent)
+        eps = iwae_noise(args["seed"], k, lo, hi, latent)
         noise_seconds += time.perf_counter() - t
         out[lo:hi] = bounds(test_x[lo:hi], eps)  # returns host numbers: the device has finished
     seconds = time.perf_counter() - t0

@@ -7,7 +7,7 @@ For each workload, trains the same `batches` full batches of real MNIST with the
 each `repeats` times after an untimed warm-up epoch, and writes the median, min and max
 seconds per batch of each to OUT/results.json with the machine it ran on. The reason this exists:
 XLA:CPU runs convolutions inside a scan's loop body far slower than in a program of their own, which
-is why the engine's `auto` loops for a convolutional workload on the CPU (backends/jax_flax.py).
+is why the engine's `auto` loops for a convolutional workload on the CPU (backends/jax/engine.py).
 """
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness import atomic, data  # noqa: E402
-from harness.config import ModelConfig, RunConfig, epoch_noise, epoch_permutation, init_params  # noqa: E402
+from harness.config import ModelConfig, RunConfig  # noqa: E402
+from harness.draws import epoch_noise, epoch_permutation, init_params  # noqa: E402
 from harness.measurement import measure  # noqa: E402
 
 

@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import backends  # noqa: E402
 from harness import atomic, data  # noqa: E402
-from harness.config import ModelConfig, RunConfig, init_params, parse_seeds  # noqa: E402
+from harness.config import ModelConfig, RunConfig, parse_seeds  # noqa: E402
+from harness.draws import init_params  # noqa: E402
 from harness.measurement import measure
 from harness.verification import oracle, parity
 from workloads.mlp_vae import oracle as mlp_oracle

@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backends.base import pass_noise  # noqa: E402
 from harness import atomic, data  # noqa: E402
-from harness.config import RunConfig, epoch_permutation, init_params  # noqa: E402
+from harness.config import RunConfig  # noqa: E402
+from harness.draws import epoch_permutation, init_params  # noqa: E402
 from harness.measurement import measure
 
 GROUPS = {"mm": "matrix products", "addmm": "matrix products", "bmm": "matrix products",
@@ -64,7 +65,7 @@ def torch_breakdown(name: str, threads: int, mnist) -> dict[str, float]:
 def jax_breakdown(threads: int, mnist) -> dict[str, float]:
     import optax
 
-    import backends.jax_flax as jf
+    import backends.jax.engine as jf
     n = 128 * 100
     res = {}
     for label, make in (("with adam", jf.make_adam), ("sgd instead of adam", lambda m: optax.sgd(m.learning_rate))):

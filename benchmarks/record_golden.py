@@ -140,7 +140,8 @@ def blas_version() -> str | None:
 def oracle_section() -> dict:
     """Init params, oracle inputs, and the float64 oracle's loss_and_grad and 3 Adam steps, on this machine."""
     from harness import data
-    from harness.config import ModelConfig, init_params
+    from harness.config import ModelConfig
+    from harness.draws import init_params
     if hasattr(ModelConfig, "oracle"):  # the layout since the workloads/ move
         from harness.measurement import measure
         from harness.verification import oracle, parity

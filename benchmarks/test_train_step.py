@@ -15,7 +15,8 @@ import pytest
 
 import backends
 from harness import data
-from harness.config import RunConfig, init_params
+from harness.config import RunConfig
+from harness.draws import init_params
 
 
 @pytest.fixture(scope="module")

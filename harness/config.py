@@ -10,8 +10,6 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 import workloads
 from workloads.spec import Workload
 
@@ -83,7 +81,7 @@ class RunConfig:
     # Precision is the experiment's, not one engine's: every engine runs it, and runs of different
     # precision are never compared (harness/verification/agreement.py).
     precision: str = "float32"  # "float32" (true fp32), "tf32" (opt-in, GPU only) or "bf16" (mixed; see
-    # backends/torch_common.py `mixed` and backends/jax_programs.py: bf16 compute, float32 master weights)
+    # backends/torch/common.py `mixed` and backends/jax/programs.py: bf16 compute, float32 master weights)
     train_limit: int = 0  # 0 = all 60000; tests use a few hundred samples
     test_limit: int = 0
     timeout: float = 0.0  # seconds per backend, 0 = none
@@ -117,34 +115,8 @@ class RunConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-def init_params(seed: int, model: ModelConfig = ModelConfig()) -> dict[str, np.ndarray]:
-    """Initial weights drawn once in NumPy with PyTorch's default rule and loaded into every backend
-    (workloads.spec.torch_rule_init): float32, keys and shapes of the torch state_dict."""
-    return model.spec().init_params(seed, model)
-
-
-def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
-    """The order in which every backend walks the training set in `epoch` (1-based)."""
-    return np.random.default_rng([seed, 0x5EED, epoch]).permutation(n).astype(np.int32)
-
-
 NOISE_SOURCES = ("harness", "framework")
 PRECISIONS = ("float32", "tf32", "bf16")  # RunConfig.precision
-
-
-def noise_seed(seed: int, epoch: int) -> int:
-    """Seed of the framework's own noise RNG for `epoch` (0 = the sampled test loss); `--noise framework`."""
-    return int(np.random.default_rng([seed, 0x0015E, epoch]).integers(0, 2**31 - 1))
-
-
-def epoch_noise(seed: int, epoch: int, n: int, latent: int) -> np.ndarray:
-    """The reparameterisation noise of `epoch` (0 = the sampled test loss), shape (n, latent), float32.
-
-    Row i is the noise of the sample at position i of the epoch's permutation. Philox is counter-based,
-    so the array depends on (seed, epoch) alone, not on anything drawn before it (resume stays exact).
-    """
-    bits = np.random.Philox(np.random.SeedSequence([seed, 0x0015E, epoch]))
-    return np.random.Generator(bits).standard_normal((n, latent), dtype=np.float32)
 
 
 def parse_seeds(text: str) -> list[int]:

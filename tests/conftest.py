@@ -40,7 +40,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
 
 @pytest.fixture(autouse=True)
 def ieee_subnormals_after_each_test():
-    """A torch backend set up in the test process flushes subnormals (backends/torch_common.py
+    """A torch backend set up in the test process flushes subnormals (backends/torch/common.py
     set_denormals: process state, meant for the backend's own child process); give the next test the
     IEEE arithmetic it expects (hypothesis, for one, refuses to run without subnormals)."""
     yield

@@ -11,8 +11,8 @@ import time
 import torch
 
 from backends import BackendSpec, register
-from backends import torch_common as tc
-from backends.torch_eager import TorchEagerBackend
+from backends.torch import common as tc
+from backends.torch.eager import TorchEagerBackend
 
 
 def kl_sign_flipped(logits, x, mu, logvar):

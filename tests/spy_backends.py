@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from backends.base import Noise
-from backends.jax_flax import JaxBackend
-from backends.torch_eager import TorchEagerBackend
-from backends.torch_reference import TorchReferenceBackend
+from backends.jax.engine import JaxBackend
+from backends.torch.eager import TorchEagerBackend
+from backends.torch.reference import TorchReferenceBackend
 
 
 def spy(cls: type) -> type:

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from backends.base import pass_noise
-from harness.config import ModelConfig, RunConfig, epoch_permutation
+from harness.config import ModelConfig, RunConfig
+from harness.draws import epoch_permutation
 from harness.verification import parity
 
 STEPS = 50

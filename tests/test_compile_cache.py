@@ -35,11 +35,13 @@ def test_environment_keeps_the_users_settings_unless_cold(tmp_path):
 def test_activated_cold_uses_a_temporary_folder_and_removes_it():
     before = os.environ.get("JAX_COMPILATION_CACHE_DIR")
     with caches.activated(True) as c:
-        assert c.forced_cold and os.environ["JAX_COMPILATION_CACHE_DIR"] == str(c.jax)
-        c.jax.mkdir(parents=True)
-        (c.jax / "x-cache").write_bytes(b"1")
-        assert caches.count_entries(c.jax) == 1
-    assert not c.jax.exists()
+        jax_cache = c.folder("jax")
+        assert c.forced_cold and os.environ["JAX_COMPILATION_CACHE_DIR"] == str(jax_cache)
+        assert c.folder("inductor") == Path(os.environ["TORCHINDUCTOR_CACHE_DIR"]) and c.folder("") is None
+        jax_cache.mkdir(parents=True)
+        (jax_cache / "x-cache").write_bytes(b"1")
+        assert caches.count_entries(jax_cache) == 1
+    assert not jax_cache.exists()
     assert os.environ.get("JAX_COMPILATION_CACHE_DIR") == before
 
 

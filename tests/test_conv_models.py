@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from flax import nnx
 
-from backends.jax_programs import abstract_model
+from backends.jax.programs import abstract_model
 from harness.config import ModelConfig
 from workloads.conv_vae import flax_model, oracle, torch_model
 from workloads.spec import fan_in

@@ -10,6 +10,7 @@ import pytest
 
 from harness.config import ModelConfig
 from workloads.conv_vae import oracle
+from harness.draws import INIT_TAG
 from workloads.spec import fan_in, torch_rule_init
 
 MODEL = ModelConfig()
@@ -28,7 +29,7 @@ FD_ATOL_ULPS = 10
 
 def _problem(seed: int = 3, batch: int = 3):
     rng = np.random.default_rng([seed, 77])
-    params = {k: v.astype(np.float64) for k, v in torch_rule_init(seed, oracle.param_shapes(MODEL)).items()}
+    params = {k: v.astype(np.float64) for k, v in torch_rule_init(np.random.default_rng([seed, INIT_TAG]), oracle.param_shapes(MODEL)).items()}
     x = rng.uniform(size=(batch, 784))
     return params, x, rng.standard_normal((batch, LATENT))
 
@@ -166,7 +167,7 @@ def test_layout_and_init_bounds_match_torch_layers(torch):
     model = _torch_model(torch, None)
     shapes = oracle.param_shapes(MODEL)
     assert [(k, tuple(v.shape)) for k, v in model.state_dict().items()] == list(shapes.items())
-    drawn = torch_rule_init(0, shapes)
+    drawn = torch_rule_init(np.random.default_rng([0, INIT_TAG]), shapes)
     for name, p in model.named_parameters():
         weight = dict(model.named_parameters())[name.rsplit(".", 1)[0] + ".weight"]
         torch_fan_in, _ = torch.nn.init._calculate_fan_in_and_fan_out(weight)

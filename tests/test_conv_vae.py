@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import backends
-from harness.config import ModelConfig, RunConfig, init_params
+from harness.config import ModelConfig, RunConfig
+from harness.draws import init_params
 from harness.measurement import results
 from harness.verification import parity, targets
 from harness.verification.agreement import experiment

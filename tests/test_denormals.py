@@ -1,4 +1,4 @@
-"""torch and torch-compile flush subnormals on the CPU by default, like XLA:CPU (backends/torch_common.py
+"""torch and torch-compile flush subnormals on the CPU by default, like XLA:CPU (backends/torch/common.py
 set_denormals); `denormals=keep` keeps IEEE subnormals; torch-reference stays the example (no option)."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import backends  # noqa: E402
-from backends import torch_common as tc  # noqa: E402
+from backends.torch import common as tc  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 
 SUBNORMAL = 1e-39  # below float32's smallest normal, 1.18e-38
@@ -39,7 +39,7 @@ def test_the_record_says_when_threads_started_before_the_flag(tmp_path):
     first (as a backend's child does it) every thread flushes; with the pool started first, not."""
     import subprocess
     import sys
-    code = ("import torch; from backends import torch_common as tc; torch.set_num_threads(2); {first}"
+    code = ("import torch; from backends.torch import common as tc; torch.set_num_threads(2); {first}"
             "print(tc.set_denormals('flush'))")
     fresh = subprocess.run([sys.executable, "-c", code.format(first="")], capture_output=True, text=True)
     late = subprocess.run([sys.executable, "-c", code.format(first="torch.ones(200_000).mul(2).sum(); ")],

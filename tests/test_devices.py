@@ -6,7 +6,6 @@ import pytest
 from harness.errors import HarnessError
 from harness.execution import devices
 from harness.execution.devices import GpuSupport
-from harness.measurement import measure
 
 TORCH_GPU = GpuSupport("torch", True, "torch 2.13.0 (CUDA 13.0) sees 1 GPU(s)", 1)
 JAX_GPU = GpuSupport("jax", True, "jax 0.10.2 (CUDA jax-cuda13-plugin) sees 1 GPU(s)", 1)
@@ -61,10 +60,10 @@ def test_cuda_checks():
     assert resolve("cpu", ["torch"]).device == "cpu"
 
 
-def test_measure_prints_why_auto_chose(monkeypatch, capsys):
+def test_resolve_device_prints_why_auto_chose(monkeypatch, capsys):
     monkeypatch.setattr(devices, "gpu_visible", lambda: True)
     monkeypatch.setattr(devices, "framework_support", lambda f: {"torch": TORCH_CPU, "jax": JAX_GPU}[f])
-    assert measure.resolve_device("auto", ["torch", "jax"]) == "cpu"
+    assert devices.resolve_device("auto", ["torch", "jax"]) == "cpu"
     err = capsys.readouterr().err
     assert err.startswith("device auto: cpu: a GPU is visible, but torch 2.13.0+cpu is a CPU-only build")
 

@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.cuda,
 
 
 def test_probe_replays_the_epoch_as_a_cuda_graph_and_probes_tf32():
-    from backends import probe_torch
+    from backends.torch import probe as probe_torch
     from harness.config import ModelConfig
     out = probe_torch.probe("cuda", 1, repeats=2, precision="tf32")
     assert out["floor_method"] == "cuda-graph replay"
@@ -30,7 +30,7 @@ def test_probe_replays_the_epoch_as_a_cuda_graph_and_probes_tf32():
 
 
 def test_graph_replay_computes_the_products():
-    from backends import probe_torch
+    from backends.torch import probe as probe_torch
     device = torch.device("cuda")
     a, b = torch.randn(128, 784, device=device), torch.randn(784, 400, device=device)
     c = torch.empty(128, 400, device=device)

@@ -19,10 +19,10 @@ import optax  # noqa: E402
 
 import backends  # noqa: E402
 from backends.base import Noise, VAEBackend, adam_state_keys, pass_noise  # noqa: E402
-from backends.jax_flax import JaxBackend, resolve_device  # noqa: E402
-from backends.jax_loop import JaxLoopBackend  # noqa: E402
-from backends.jax_programs import make_adam  # noqa: E402
-from harness.config import ModelConfig, RunConfig, epoch_permutation, init_params  # noqa: E402
+from backends.jax.engine import JaxBackend, resolve_device  # noqa: E402
+from backends.jax.programs import make_adam  # noqa: E402
+from harness.config import ModelConfig, RunConfig  # noqa: E402
+from harness.draws import epoch_permutation, init_params  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 from harness.verification import oracle  # noqa: E402
 from workloads.mlp_vae import oracle as mlp_oracle  # noqa: E402
@@ -46,9 +46,11 @@ def data() -> tuple[np.ndarray, np.ndarray]:
     return mnist_like(rng, N_TRAIN), mnist_like(rng, N_TEST)
 
 
-def make(data, seed: int = 1, cls=JaxBackend) -> JaxBackend:
-    b = cls()
-    b.setup(init_params(seed), data[0], data[1], RunConfig(seed=seed, train_limit=N_TRAIN, test_limit=N_TEST))
+def make(data, seed: int = 1, epoch: str = "auto") -> JaxBackend:
+    """A jax engine set up on `data`, its engine option `epoch` as given (auto = scan for the MLP on cpu)."""
+    b = JaxBackend()
+    b.setup(init_params(seed), data[0], data[1], RunConfig(seed=seed, train_limit=N_TRAIN, test_limit=N_TEST,
+                                                           engine_options={"jax": {"epoch": epoch}}))
     return b
 
 
@@ -134,7 +136,7 @@ def test_epoch_is_lockstep_steps_in_permutation_order(data):
     """Batch i = train_x[perm[i*128:(i+1)*128]] with eps[i*128:...]; the 44-sample tail is a step too."""
     train_x = data[0]
     perm, eps = epoch_permutation(1, 1, N_TRAIN), noise(1).eps
-    scan, loop, steps = make(data), make(data, cls=JaxLoopBackend), make(data)
+    scan, loop, steps = make(data), make(data, epoch="loop"), make(data)
     scan_loss = scan.train_epoch(perm, noise(1))
     loop_loss = loop.train_epoch(perm, noise(1))
     start, total = 0, 0.0
@@ -149,9 +151,9 @@ def test_epoch_is_lockstep_steps_in_permutation_order(data):
     assert loop_loss == pytest.approx(scan_loss, rel=1e-6)
 
 
-def test_each_epoch_arrangement_describes_itself():
-    """backend_info records the loop as a loop, not as the scan it inherits the rest from."""
-    scan, loop = JaxBackend().describe(), JaxLoopBackend().describe()
+def test_each_epoch_arrangement_describes_itself(data):
+    """backend_info records the loop (engine option epoch=loop) as a loop, not as the scan."""
+    scan, loop = make(data).describe(), make(data, epoch="loop").describe()
     assert scan["arrangement"] == "jit-scan-epoch" and "lax.scan" in scan["step"]
     assert loop["arrangement"] == "jit-step-loop" and "loop" in loop["step"] and "scan" not in loop["step"]
     assert set(loop) == set(scan)
@@ -295,7 +297,7 @@ def test_adam_is_torch_adam():
 def test_optax_bias_correction_is_float32():
     """The one measured difference between optax.adam and torch.optim.Adam: optax computes 1 - b2**t in
     float32, so its first step is 3e-6 to 2e-5 (relative) smaller than the exact one (torch: exact).
-    If this fails, optax changed; update the module docstring of backends/jax_programs.py."""
+    If this fails, optax changed; update the module docstring of backends/jax/programs.py."""
     p0, g = np.zeros(3), [np.array([1.0, 1e-3, -1e-6])]
     exact = -M.learning_rate * np.sign(g[0]) * np.abs(g[0]) / (np.abs(g[0]) + M.adam_eps)  # step 1 in closed form
     ours = adam_updates(make_adam(M), p0, g)[0]

@@ -30,7 +30,8 @@ import sys
 import numpy as np
 import pytest
 
-from harness.config import ModelConfig, init_params
+from harness.config import ModelConfig
+from harness.draws import init_params
 from harness.measurement import measure, results
 from tests.conftest import ROOT, harness
 

@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from harness.config import ModelConfig, init_params
+from harness.config import ModelConfig
+from harness.draws import init_params
 from harness.verification import oracle
 from workloads.mlp_vae import oracle as mlp_oracle
 

@@ -1,4 +1,4 @@
-"""The probe on the CPU: the float32 floor always, the bf16 floor for bf16 runs (backends/probe_torch.py,
+"""The probe on the CPU: the float32 floor always, the bf16 floor for bf16 runs (backends/torch/probe.py,
 harness/execution/probe.py, `harness probe`). Timings are only checked to exist, never compared."""
 from __future__ import annotations
 

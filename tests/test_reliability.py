@@ -158,7 +158,7 @@ def test_repeats_add_timings_but_change_no_number(tmp_path):
     a, b = by_backend(plain)["torch"], by_backend(repeated)["torch"]
     assert len(b.repeat_seconds) == 3 and b.summary["repeats"] == 3 and not a.repeat_seconds
     assert [e.metrics for e in a.epochs] == [e.metrics for e in b.epochs]
-    # the numeric settings a torch child records (harness/execution/child_env.py, torch_common.set_denormals)
+    # the numeric settings a torch child records (harness/execution/child_env.py, common.set_denormals)
     assert a.backend_info["mkl_cbwr"] == REPEATABLE_BLAS["MKL_CBWR"]
     assert a.backend_info["denormals"].startswith("flushed to zero")
     with np.load(plain / "torch" / "params.npz") as pa, np.load(repeated / "torch" / "params.npz") as pb:

@@ -32,7 +32,7 @@ TRAIN, TEST = "256", "256"
 def tiny_backends() -> tuple[str, str]:
     """(backends, seeds) of a four-job sweep: torch and a second cheap backend, else torch with four seeds."""
     for other in ("torch-reference", "jax"):
-        module = {"torch-reference": "backends.torch_reference", "jax": "backends.jax_flax"}[other]
+        module = {"torch-reference": "backends.torch.reference", "jax": "backends.jax.engine"}[other]
         framework = other.split("-")[0]
         if importlib.util.find_spec(module) and importlib.util.find_spec(framework):
             return f"torch,{other}", "1-2"

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from backends.base import pass_noise
-from harness.config import ModelConfig, RunConfig, epoch_permutation
+from harness.config import ModelConfig, RunConfig
+from harness.draws import epoch_permutation
 from harness.verification import parity
 from tests.test_torch_state import (
     CPU_CONFIGS,

@@ -1,6 +1,6 @@
 """Restoring params and Adam state (parity, --resume, warm-up) puts every tensor where Adam would.
 
-The rule under test (backends/torch_common.py `set_state`): after a restore, every optimiser state
+The rule under test (backends/torch/common.py `set_state`): after a restore, every optimiser state
 tensor has the device, dtype, shape and strides that a real `opt.step()` on a fresh optimiser gives,
 for every Adam configuration the backends use; existing state is overwritten in place (compiled and
 captured graphs hold those tensors); get_state -> set_state -> get_state is exact, and training goes on
@@ -14,10 +14,11 @@ import pytest
 import torch
 
 import backends
-from backends import torch_common as tc
-from backends import torch_compile as tcmp
+from backends.torch import common as tc
+from backends.torch import compile as tcmp
 from backends.base import pass_noise
-from harness.config import ModelConfig, RunConfig, epoch_permutation
+from harness.config import ModelConfig, RunConfig
+from harness.draws import epoch_permutation
 from harness.verification import parity
 
 M = ModelConfig()

@@ -1,7 +1,7 @@
 """The objective both VAE workloads share: Bernoulli decoder, BCE(sum) + analytic KL, and its metrics.
 
 pytorch/examples vae/main.py's loss_function, written once in NumPy (float64) for the oracles; the
-frameworks' versions live in the engines (backends/torch_common.py, backends/jax_programs.py).
+frameworks' versions live in the engines (backends/torch/common.py, backends/jax/programs.py).
 """
 from __future__ import annotations
 

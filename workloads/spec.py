@@ -59,9 +59,10 @@ class Workload:
         """Import one file of the workload folder: "oracle", "torch_model" or "flax_model"."""
         return importlib.import_module(f"{self.package}.{part}")
 
-    def init_params(self, seed: int, model) -> dict[str, np.ndarray]:
-        """Initial weights drawn once in NumPy with PyTorch's default rule (see `torch_rule_init`)."""
-        return torch_rule_init(seed, self.param_shapes(model))
+    def init_params(self, rng: np.random.Generator, model) -> dict[str, np.ndarray]:
+        """Initial weights drawn from `rng` (seeded by harness/draws.py) with PyTorch's default rule
+        (see `torch_rule_init`)."""
+        return torch_rule_init(rng, self.param_shapes(model))
 
 
 def fan_in(weight_shape: tuple[int, ...]) -> int:
@@ -74,14 +75,13 @@ def fan_in(weight_shape: tuple[int, ...]) -> int:
     return int(weight_shape[1]) * receptive
 
 
-def torch_rule_init(seed: int, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+def torch_rule_init(rng: np.random.Generator, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
     """PyTorch's default init of Linear, Conv2d and ConvTranspose2d, drawn in NumPy, float32.
 
     Weights: kaiming_uniform(a=sqrt(5)), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)); biases: the same bound
-    from their layer's weight. One generator walks the tensors in state_dict order, so the draw depends
-    on the seed alone. Frameworks' own initialisers differ (Flax's visibly), so none is used.
+    from their layer's weight. One generator (`rng`, keyed by the seed in harness/draws.py) walks the
+    tensors in state_dict order, so the draw depends on the seed alone. Frameworks' own initialisers differ (Flax's visibly), so none is used.
     """
-    rng = np.random.default_rng([seed, 0x1417])
     params = {}
     for name, shape in shapes.items():
         weight = shapes[name.rsplit(".", 1)[0] + ".weight"]

@@ -9,7 +9,7 @@ import backends
 import workloads
 from harness.config import NOISE_SOURCES, ModelConfig, RunConfig, parse_seeds
 from harness.errors import HarnessError
-from harness.measurement import measure
+from harness.execution import devices
 
 
 class Parser(argparse.ArgumentParser):
@@ -99,7 +99,7 @@ def run_config(args) -> RunConfig:
     model = ModelConfig(workload=getattr(args, "workload", workloads.DEFAULT))
     if args.batch_size is not None:
         model = dataclasses.replace(model, batch_size=args.batch_size)
-    device = measure.resolve_device(args.device, backends.frameworks(args.backends))
+    device = devices.resolve_device(args.device, backends.frameworks(args.backends))
     config = RunConfig(
         model=model, backends=args.backends, device=device,
         epochs=getattr(args, "epochs", 1), seed=getattr(args, "seed", 1),

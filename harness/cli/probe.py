@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import argparse
 
+import backends
 from harness.config import RunConfig
 from harness.errors import HarnessError
+from harness.execution import devices
 from harness.execution.probe import run
-from harness.measurement import measure
 
 
 def add_subcommands(sub) -> None:
@@ -24,7 +25,8 @@ def cmd_probe(args, argv) -> int:
     import os
 
     from harness.reporting.console import console
-    device = measure.resolve_device(args.device, ("torch",))
+    prober = backends.probe_framework()  # the framework whose package holds the probe
+    device = devices.resolve_device(args.device, (prober.name,) if prober else ())
     threads = args.threads or len(os.sched_getaffinity(0))
     if args.allow_tf32 and args.bf16:
         raise HarnessError("--allow-tf32 and --bf16 are two precisions: probe one at a time")

@@ -9,8 +9,8 @@ import backends
 from harness import data
 from harness.cli.flags import add_run_flags, non_negative_int, run_config
 from harness.config import RunConfig
-from harness.execution import runner
-from harness.measurement import measure, results
+from harness.execution import devices, runner
+from harness.measurement import results
 
 
 def add_subcommands(sub) -> None:
@@ -51,7 +51,7 @@ def cmd_run(args, argv) -> int:
         runner.prepare_run_dir(run_dir, resume=True, force=False)
         record = results.load(run_dir)
         config = RunConfig.from_dict(record.config)
-        measure.resolve_device(config.device, backends.frameworks(config.backends))
+        devices.resolve_device(config.device, backends.frameworks(config.backends))
         console.print(f"resuming {run_dir}: " + ", ".join(
             f"{r.backend} {r.status} after {len(r.epochs)} epoch(s)" for r in record.results))
     else:

@@ -14,7 +14,7 @@ import workloads
 from harness.cli import flags
 from harness.config import PRECISIONS, ModelConfig
 from harness.errors import HarnessError
-from harness.measurement import measure
+from harness.execution import devices
 from harness.sweeps.state import DEFAULT_SEEDS, EXECUTORS, FINISHED, SWEEP_FILE, SweepSpec, SweepState, load, new_state
 from harness.sweeps.summary import ci_triple, fmt_ci, metric_names
 from harness.sweeps.sweep import prepare_dir, run
@@ -130,7 +130,7 @@ def resolve_devices(devices: tuple[str, ...], executor: str, frameworks: list[st
                                    "not this machine, hold the devices)")
             out.append(device)
         else:
-            out.append(measure.resolve_device(device, frameworks))
+            out.append(devices.resolve_device(device, frameworks))
     return list(dict.fromkeys(out))  # auto may resolve to a device also named explicitly
 
 

@@ -1,9 +1,9 @@
 """`python -m harness evaluate RUN_DIR [--iwae K]`: the importance-weighted log-likelihood of saved runs.
 
 For every backend of a run (or every job of a sweep folder) that saved its params, a child process
-of the backend's own framework (backends/iwae_<framework>.py: torch for torch, torch-compile and
-torch-reference, jax for jax) loads `<backend>/params.npz` on the run's device and computes each test
-image's IWAE bound in float32 from the harness's shared noise (harness/evaluation/iwae.py). The estimate,
+of the backend's own framework (the `iwae` module its package declares in the registry:
+backends/torch/iwae.py for torch, torch-compile and torch-reference, backends/jax/iwae.py for jax)
+loads `<backend>/params.npz` on the run's device and computes each test image's IWAE bound in float32 from the harness's shared noise (harness/evaluation/iwae.py). The estimate,
 NLL = -mean bound in nats per test image with its standard error over test images, goes into
 results.json as `results[i].evaluation.iwae` (`iwae_subset` with --test-limit; rewritten atomically
 after each backend); the per-image bounds go beside the params as `<backend>/iwae-k<K>[-n<N>].npy`,
@@ -11,7 +11,7 @@ so two backends can be compared image by image. The child is pinned to `--thread
 """
 from __future__ import annotations
 
-import importlib.util
+import dataclasses
 import io
 import json
 import os
@@ -26,6 +26,7 @@ import numpy as np
 
 import backends
 from harness import atomic
+from harness.config import ModelConfig
 from harness.errors import HarnessError
 from harness.evaluation import iwae
 from harness.execution.child_env import framework_env
@@ -50,7 +51,6 @@ class Options:
     data_dir: str | None = None
 
 
-IWAE_WORKLOADS = ("mlp-vae",)  # backends/iwae_*.py and harness/evaluation/iwae.py evaluate the MLP's layers
 
 def default_batch(k: int, device: str) -> int:
     """Test images per batch so that a batch decodes about ROWS_PER_BATCH[device kind] rows."""
@@ -59,14 +59,12 @@ def default_batch(k: int, device: str) -> int:
 
 def evaluator_module(backend: str) -> str:
     """The child module that evaluates `backend`: the one of the framework it trained with."""
-    backends.check_names([backend])
-    spec = backends.REGISTRY[backend]
-    module = f"backends.iwae_{spec.framework}"
-    if importlib.util.find_spec(module) is None:
-        raise HarnessError(f"{backend}: no IWAE evaluator for framework {spec.framework!r}")
-    if importlib.util.find_spec(spec.framework) is None:
-        raise HarnessError(f"{backend}: evaluating needs {spec.framework}; pip install -e '.[{spec.extra}]'")
-    return module
+    framework = backends.framework_of(backend)
+    if not framework.iwae:
+        raise HarnessError(f"{backend}: no IWAE evaluator for framework {framework.name!r}")
+    if not backends.installed(framework.name):
+        raise HarnessError(f"{backend}: evaluating needs {framework.name}; pip install -e '.[{framework.extra}]'")
+    return framework.iwae
 
 
 def _pinned(cores: list[int]):
@@ -87,12 +85,14 @@ def run_child(module: str, args: dict, threads: int) -> dict:
 
 
 def evaluate_result(run_dir: Path, result: results.BackendResult, seed: int, opts: Options,
-                    mnist_dir: Path) -> dict:
-    """IWAE of one backend's saved params: the `evaluation.iwae` record (bounds saved beside the params)."""
+                    mnist_dir: Path, model: ModelConfig) -> dict:
+    """IWAE of one backend's saved params of `model` (the run's workload and sizes): the `evaluation.iwae`
+    record (bounds saved beside the params)."""
     module = evaluator_module(result.backend)
     device = opts.device or result.device
     with tempfile.TemporaryDirectory(prefix="vae-bench-iwae-") as tmp:
-        args = {"params": str(run_dir / result.backend / result.params_file), "data_dir": str(mnist_dir),
+        args = {"params": str(run_dir / result.backend / result.params_file), "model": dataclasses.asdict(model),
+                "data_dir": str(mnist_dir),
                 "device": device, "k": opts.k, "seed": seed, "test_limit": opts.test_limit,
                 "batch": opts.batch or default_batch(opts.k, device), "out": str(Path(tmp) / "bounds.npy")}
         t = time.perf_counter()
@@ -124,10 +124,8 @@ def _say(line: str) -> None:
 def evaluate_run(run_dir: Path, opts: Options, mnist_dir: Path, say=_say) -> list[str]:
     """Evaluate the selected backends of one run, saving results.json after each; return the failures."""
     record = results.load(run_dir)
-    workload = results.workload_of(record.config)
-    if workload.name not in IWAE_WORKLOADS:
-        raise HarnessError(f"{run_dir}: trained {workload.name}; the IWAE estimate is written for "
-                           f"{', '.join(IWAE_WORKLOADS)} only (its encoder and decoder are the MLP's)")
+    results.workload_of(record.config)  # a workload this version does not know is one error line
+    model = ModelConfig.from_dict(record.config.get("model") or {})  # the run's sizes, not the defaults
     chosen = [r for r in record.results if not opts.backends or r.backend in opts.backends]
     missing = sorted(set(opts.backends) - {r.backend for r in record.results})
     if missing:
@@ -140,7 +138,7 @@ def evaluate_run(run_dir: Path, opts: Options, mnist_dir: Path, say=_say) -> lis
             say(f"{run_dir} {r.backend}: skipped ({r.status}, no saved params)")
             continue
         try:
-            r.evaluation = {**(r.evaluation or {}), key: evaluate_result(run_dir, r, r.seed, opts, mnist_dir)}
+            r.evaluation = {**(r.evaluation or {}), key: evaluate_result(run_dir, r, r.seed, opts, mnist_dir, model)}
         except HarnessError as exc:
             failures.append(f"{run_dir} {r.backend}: {exc}")
             say(f"{run_dir} {r.backend}: failed: {exc}")

@@ -1,4 +1,4 @@
-"""The importance-weighted bound (Burda et al. 2015): its shared noise and its float64 NumPy oracle.
+"""The importance-weighted bound (Burda et al. 2015): its float64 NumPy oracle (the noise: harness/draws.py).
 
 For a test image x and K draws z_k = mu(x) + sigma(x) * eps_k from the encoder's q(z|x),
 
@@ -9,10 +9,10 @@ model's Bernoulli likelihood from the decoder's logits, the same BCE the trainin
 pixels are byte / 255, not binarised, so the numbers compare with `test_loss`, not with the binarised
 MNIST log-likelihoods of the literature.
 
-The noise eps comes from here, not from a framework: every backend, and this oracle, is judged on
-the same draws. The draws of test image i depend on (seed, K, i) alone, so any batching or test
-subset sees the same numbers. Nothing here imports torch or jax; the framework evaluators
-(backends/iwae_torch.py, backends/iwae_jax.py) import `noise` and nothing else from this module.
+The noise eps comes from the harness (harness/draws.py `iwae_noise`), not from a framework: every
+backend, and this oracle, is judged on the same draws. The draws of test image i depend on
+(seed, K, i) alone, so any batching or test subset sees the same numbers. Nothing here imports torch
+or jax.
 """
 from __future__ import annotations
 
@@ -21,35 +21,12 @@ import math
 import numpy as np
 
 from harness.config import ModelConfig
+from harness.draws import check_k, iwae_noise  # check_k: K is part of the noise's key
 
-PARAM_ORDER = ModelConfig(workload="mlp-vae").param_order()  # the IWAE estimate is written for the MLP
-
-IWAE_TAG = 0x1BAE  # separates the IWAE draws from training's noise streams that share the seed
 LOG_2PI = math.log(2.0 * math.pi)
 ROWS_PER_CHUNK = 8192  # (image, draw) rows the oracle decodes at once: 8192 x 784 float64 = 51 MB
-
-
-def check_k(k: object) -> int:
-    """K as an int >= 1, else ValueError with the reason; bool and float are refused, not truncated."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise ValueError(f"K must be a positive integer, got {k!r}")
-    if k < 1:
-        raise ValueError(f"K must be a positive integer, got {k}")
-    return int(k)
-
-
-def noise(seed: int, k: int, start: int, stop: int, latent: int) -> np.ndarray:
-    """eps for test images start..stop-1: shape (stop - start, k, latent), float32, standard normal.
-
-    One counter-based Philox stream per image, keyed by (seed, K, tag, image index): the draws of an
-    image never depend on which other images are evaluated with it, so chunked generation, batching
-    and --test-limit change nothing, and K x 10000 x latent never has to sit in memory at once.
-    """
-    out = np.empty((stop - start, k, latent), dtype=np.float32)
-    for row, i in enumerate(range(start, stop)):
-        bits = np.random.Philox(np.random.SeedSequence([seed, k, IWAE_TAG, i]))
-        np.random.Generator(bits).standard_normal((k, latent), dtype=np.float32, out=out[row])
-    return out
+# A convolutional decoder holds (rows, channels, 28, 28) maps and their windows: far fewer rows at once.
+CONV_ROWS_PER_CHUNK = 256
 
 
 def log_mean_exp(a: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -61,43 +38,42 @@ def log_mean_exp(a: np.ndarray, axis: int = -1) -> np.ndarray:
     return total + np.squeeze(top, axis=axis)
 
 
-def _linear(p: dict[str, np.ndarray], name: str, x: np.ndarray) -> np.ndarray:
-    return x @ p[f"{name}.weight"].T + p[f"{name}.bias"]
-
-
-def log_weights(params: dict[str, np.ndarray], x: np.ndarray, eps: np.ndarray) -> np.ndarray:
+def log_weights(params: dict[str, np.ndarray], x: np.ndarray, eps: np.ndarray, model: ModelConfig) -> np.ndarray:
     """log p(x|z_k) + log p(z_k) - log q(z_k|x) in float64, shape (B, K), for x (B, D) and eps (B, K, L).
 
-    log q uses eps directly: (z - mu) / sigma = eps exactly, which avoids dividing by a tiny sigma.
-    The Bernoulli log-likelihood sum(x*l - softplus(l)) is minus the BCE of the training loss.
+    The encoder and decoder are the workload's oracle (`encode`, `decode_logits`), so any workload with
+    an oracle is evaluated. log q uses eps directly: (z - mu) / sigma = eps exactly, which avoids
+    dividing by a tiny sigma. The Bernoulli log-likelihood sum(x*l - softplus(l)) is minus the BCE of
+    the training loss.
     """
-    p = {k: np.asarray(params[k], dtype=np.float64) for k in PARAM_ORDER}
+    oracle = model.oracle()
     x, eps = np.asarray(x, dtype=np.float64), np.asarray(eps, dtype=np.float64)
-    h1 = np.maximum(_linear(p, "fc1", x), 0.0)
-    mu, logvar = _linear(p, "fc21", h1), _linear(p, "fc22", h1)
+    b, k, latent = eps.shape
+    mu, logvar = oracle.encode(params, x)
     z = mu[:, None, :] + np.exp(0.5 * logvar)[:, None, :] * eps
-    logits = _linear(p, "fc4", np.maximum(_linear(p, "fc3", z), 0.0))
+    logits = oracle.decode_logits(params, z.reshape(b * k, latent)).reshape(b, k, -1)
     log_px = np.sum(x[:, None, :] * logits - np.logaddexp(0.0, logits), axis=-1)
-    latent = eps.shape[-1]
     log_pz = -0.5 * np.sum(z**2, axis=-1) - 0.5 * latent * LOG_2PI
     log_qz = -0.5 * np.sum(eps**2, axis=-1) - 0.5 * np.sum(logvar, axis=-1)[:, None] - 0.5 * latent * LOG_2PI
     return log_px + log_pz - log_qz
 
 
-def estimate(params: dict[str, np.ndarray], x: np.ndarray, k: int, seed: int, start: int = 0) -> np.ndarray:
-    """The per-image IWAE bound log (1/K) sum_k w_k (nats, float64) for test images start.. of x.
+def estimate(params: dict[str, np.ndarray], x: np.ndarray, k: int, seed: int, model: ModelConfig,
+             start: int = 0) -> np.ndarray:
+    """The per-image IWAE bound log (1/K) sum_k w_k (nats, float64) for test images start.. of x, of the
+    model `model` (the run's config: workload and sizes) with weights `params`.
 
-    x holds those images in order; the noise is `noise(seed, k, ...)`, exactly what the framework
+    x holds those images in order; the noise is `iwae_noise(seed, k, ...)`, exactly what the framework
     evaluators use. Decoded a few thousand (image, draw) rows at a time to bound memory.
     """
     k = check_k(k)
-    latent = np.shape(params["fc21.weight"])[0]
-    per_chunk = max(1, ROWS_PER_CHUNK // k)
+    rows = CONV_ROWS_PER_CHUNK if model.spec().convolutional else ROWS_PER_CHUNK
+    per_chunk = max(1, rows // k)
     out = []
     for lo in range(0, len(x), per_chunk):
         hi = min(lo + per_chunk, len(x))
-        eps = noise(seed, k, start + lo, start + hi, latent)
-        out.append(log_mean_exp(log_weights(params, x[lo:hi], eps), axis=1))
+        eps = iwae_noise(seed, k, start + lo, start + hi, model.latent_dim)
+        out.append(log_mean_exp(log_weights(params, x[lo:hi], eps, model), axis=1))
     return np.concatenate(out) if out else np.zeros(0)
 
 

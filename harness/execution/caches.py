@@ -2,9 +2,10 @@
 whether a job's compile found its programs there.
 
 By default every job shares caches under the vae-bench cache folder (`<cache_dir()>/compile`), so a
-second process reuses what the first compiled: jax's persistent compilation cache (with no minimum
-compile time, so the small programs of this model are kept too) and torch Inductor's FX-graph,
-AOTAutograd and Triton caches. Settings the user exported win over these defaults. `--cold-compile`
+second process reuses what the first compiled. Which caches, and the variables that point each
+compiler at its folder, each framework package declares (`Framework.caches` in the registry: jax's
+persistent compilation cache in backends/jax/, torch Inductor's FX-graph, AOTAutograd and Triton
+caches in backends/torch/). Settings the user exported win over these defaults. `--cold-compile`
 gives each job a fresh, empty folder instead, removed when the job ends, so its compile time is the
 cold figure.
 
@@ -24,6 +25,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import backends
+from backends.spec import CompilerCache
+
 STATES = ("cold", "warm", "unknown", "none")
 # Files that a cache hit may create or touch without adding a program: locks and access times.
 _NOT_ENTRIES = (".lock", "-atime", ".tmp")
@@ -31,15 +35,19 @@ _NOT_ENTRIES = (".lock", "-atime", ".tmp")
 
 @dataclass(frozen=True)
 class CompileCaches:
-    """The cache folders one job uses, and whether they were made empty for it."""
+    """The cache folders one job uses, by compiler name, and whether they were made empty for it."""
 
-    jax: Path
-    inductor: Path
+    folders: dict[str, Path]
     forced_cold: bool
 
     def folder(self, compiler: str) -> Path | None:
-        """The folder of a backend's compiler ('jax' or 'inductor'); None for a backend that compiles nothing."""
-        return {"jax": self.jax, "inductor": self.inductor}.get(compiler)
+        """The folder of a backend's compiler (BackendSpec.compiler); None for one that compiles nothing."""
+        return self.folders.get(compiler)
+
+
+def compilers() -> list[CompilerCache]:
+    """Every registered framework's compile caches."""
+    return [c for framework in backends.FRAMEWORKS.values() for c in framework.caches]
 
 
 def default_root() -> Path:
@@ -49,30 +57,27 @@ def default_root() -> Path:
 
 
 def environment(root: Path, cold: bool, current: Mapping[str, str]) -> dict[str, str]:
-    """The variables that point jax and torch at caches under `root`.
+    """The variables that point every framework's compilers at caches under `root`.
 
     Warm (the default): what `current` already sets is kept, so a user's own cache settings win.
-    Cold: `root` is a fresh folder, so everything is overridden, Triton's and the CUDA driver's
-    kernel caches included (otherwise they would keep serving compiled kernels).
+    Cold: `root` is a fresh folder, so everything is overridden, the kernel caches of the compilers
+    (e.g. Triton's) and the CUDA driver's included (otherwise they would keep serving compiled kernels).
     """
-    values = {
-        "JAX_COMPILATION_CACHE_DIR": str(root / "jax"),
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-        "TORCHINDUCTOR_CACHE_DIR": str(root / "torchinductor"),
-        "TORCHINDUCTOR_FX_GRAPH_CACHE": "1",
-        "TORCHINDUCTOR_AUTOGRAD_CACHE": "1",
-    }
+    values: dict[str, str] = {}
+    for c in compilers():
+        values[c.variable] = str(root / c.folder)
+        values.update(c.settings)
     if cold:
-        values["TRITON_CACHE_DIR"] = str(root / "torchinductor" / "triton")
+        for c in compilers():
+            values.update({variable: str(root / folder) for variable, folder in c.cold.items()})
         values["CUDA_CACHE_PATH"] = str(root / "cuda")
         return values
     return {k: current.get(k) or v for k, v in values.items()}
 
 
 def from_environment(env: Mapping[str, str], cold: bool) -> CompileCaches:
-    """The folders the frameworks will use under `env` (as set by `environment`)."""
-    return CompileCaches(jax=Path(env["JAX_COMPILATION_CACHE_DIR"]),
-                         inductor=Path(env["TORCHINDUCTOR_CACHE_DIR"]), forced_cold=cold)
+    """The folders the compilers will use under `env` (as set by `environment`)."""
+    return CompileCaches({c.name: Path(env[c.variable]) for c in compilers()}, forced_cold=cold)
 
 
 @contextlib.contextmanager

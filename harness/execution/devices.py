@@ -1,7 +1,8 @@
 """Which device a run trains on: `--device auto`, and the checks behind `--device cuda`.
 
-The harness never imports a framework, so whether torch or jax can use the GPU is asked of each in a
-short child process (`python -c`), and only when an NVIDIA GPU is visible at all. `auto` picks cuda
+The harness never imports a framework, so whether a framework can use the GPU is asked of it in a
+short child process running the check its package declares (`Framework.gpu_check` in the registry,
+e.g. `python -m backends.torch.gpu_check`), and only when an NVIDIA GPU is visible at all. `auto` picks cuda
 only when every framework of the chosen backends can use it, since backends on different devices
 would not be comparable; otherwise cpu, and it says why either way. `--device cuda` with a framework
 that cannot use the GPU (a CPU-only build, a missing CUDA plugin) is one error line naming the fix,
@@ -18,24 +19,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import backends
 from harness.errors import HarnessError
 
 CUDA_INSTALL = "pip install -c constraints-cuda.txt -e '.[cuda]'"
 CHECK_TIMEOUT = 180.0  # seconds: a first import of a CUDA framework can be slow on a cold disk
-
-# Each prints one JSON line: version, CUDA build (None for a CPU-only build), GPUs the framework sees.
-_CHECKS = {
-    "torch": ("import json, torch\n"
-              "n = torch.cuda.device_count() if torch.cuda.is_available() else 0\n"
-              "print(json.dumps({'version': torch.__version__, 'cuda': torch.version.cuda, 'gpus': n}))"),
-    "jax": ("import json, jax\n"
-            "try:\n    n = len(jax.devices('gpu'))\nexcept RuntimeError:\n    n = 0\n"
-            "import importlib.metadata as md\n"
-            "plugins = [d.metadata['Name'] for d in md.distributions() if 'cuda' in (d.metadata['Name'] or '')"
-            " and (d.metadata['Name'] or '').startswith('jax')]\n"
-            "print(json.dumps({'version': jax.__version__, 'cuda': ','.join(sorted(plugins)) or None, 'gpus': n}))"),
-}
-
 
 @dataclass(frozen=True)
 class GpuSupport:
@@ -74,12 +62,12 @@ def describe(framework: str, answer: dict) -> GpuSupport:
 @functools.cache
 def framework_support(framework: str) -> GpuSupport:
     """Ask `framework`, in a child process, whether it can use the GPU."""
-    code = _CHECKS.get(framework)
-    if code is None:
+    known = backends.FRAMEWORKS.get(framework)
+    if known is None or not known.gpu_check:
         return GpuSupport(framework, False, f"no GPU check is known for {framework}")
     env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}  # the check must not grab GPU memory
     try:
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+        proc = subprocess.run([sys.executable, "-m", known.gpu_check], capture_output=True, text=True,
                               timeout=CHECK_TIMEOUT, env=env)
     except subprocess.TimeoutExpired:
         return GpuSupport(framework, False, f"{framework} did not answer within {CHECK_TIMEOUT:g} s")
@@ -124,3 +112,12 @@ def resolve(device: str, frameworks: Sequence[str], *, visible: Callable[[], boo
     if short:
         raise HarnessError(f"device {device!r}: {'; '.join(a.detail for a in short)}")
     return Resolution(device, "; ".join(a.detail for a in answers) or "an NVIDIA GPU is visible")
+
+
+def resolve_device(device: str, frameworks: Sequence[str] = ()) -> str:
+    """Validate a --device value for backends of `frameworks` without importing them (`resolve`);
+    for 'auto', the choice and its reason go to stderr."""
+    resolution = resolve(device, frameworks)
+    if device == "auto":
+        print(f"device auto: {resolution.device}: {resolution.reason}", file=sys.stderr)
+    return resolution.device

@@ -20,7 +20,8 @@ import numpy as np
 
 from backends.base import pass_noise
 from harness import atomic, data
-from harness.config import RunConfig, epoch_permutation, init_params
+from harness.config import RunConfig
+from harness.draws import epoch_permutation, init_params
 from harness.errors import HarnessError
 from harness.execution import caches
 from harness.measurement.results import EpochRecord

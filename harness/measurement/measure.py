@@ -16,13 +16,11 @@ import shutil
 import statistics
 import subprocess
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from harness import __version__
 from harness.config import RunConfig
-from harness.execution import devices
 from harness.measurement.floor import floor_seconds, peak_gflops
 
 
@@ -82,21 +80,6 @@ def summarize(epochs: list[dict], config: RunConfig, compile_seconds: float | No
         if floor and not config.train_limit:
             out["floor_multiple"] = median / floor  # below 1 invalidates the floor: harness.measurement.floor.problem
     return out
-
-
-# ---------------------------------------------------------------- devices, framework-free
-
-def gpu_visible() -> bool:
-    return devices.gpu_visible()
-
-
-def resolve_device(device: str, frameworks: Sequence[str] = ()) -> str:
-    """Validate a --device value for backends of `frameworks` without importing them (harness.execution.devices);
-    for 'auto', the choice and its reason go to stderr."""
-    resolution = devices.resolve(device, frameworks)
-    if device == "auto":
-        print(f"device auto: {resolution.device}: {resolution.reason}", file=sys.stderr)
-    return resolution.device
 
 
 # ---------------------------------------------------------------- environment

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.config import ModelConfig
+from harness.draws import SAMPLE_SEED, sample_latents
 from harness.errors import HarnessError
 from harness.measurement import measure
 from harness.measurement.results import finite_epochs, workload_of
@@ -21,7 +22,6 @@ from harness.verification.verdict import calibrated_bands
 FIGURES_DIR = "figures"
 
 N_DIGITS = 8          # the first N test digits, the same for every backend so grids compare side by side
-SAMPLE_SEED = 0       # z ~ N(0, I) from np.random.default_rng(SAMPLE_SEED): the same z for every backend
 SAMPLE_ROWS, SAMPLE_COLS = 4, 8
 
 
@@ -100,8 +100,7 @@ def figure_sections(entries: list[Entry], out_dir: Path) -> list[str]:
               f"draws z ~ N(0, I) (numpy default_rng({SAMPLE_SEED})) for every backend. Decoded in NumPy "
               "float64 from the saved parameters.", ""]
     digits, why = _test_digits()
-    z = np.random.default_rng(SAMPLE_SEED).standard_normal(
-        (SAMPLE_ROWS * SAMPLE_COLS, int(entries[0].record.config.get("model", {}).get("latent_dim", 20))))
+    z = sample_latents(SAMPLE_ROWS * SAMPLE_COLS, int(entries[0].record.config.get("model", {}).get("latent_dim", 20)))
     for e in entries:
         params = load_params(e)
         if params is None:

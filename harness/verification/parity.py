@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import backends
-from harness.config import RunConfig, epoch_permutation, init_params
+from harness.config import RunConfig
+from harness.draws import init_params, lockstep_inputs
 from harness.verification import oracle
 
 # Per-step loss agreement (relative). Guards against a wrong reduction or KL term, which changes the
@@ -59,18 +60,6 @@ class BackendParity:
     @property
     def ok(self) -> bool:
         return max(self.outliers, default=0) <= KINK_BUDGET and self.max_loss_rel_err <= LOSS_RTOL
-
-
-def lockstep_inputs(train_x: np.ndarray, steps: int, seed: int, batch_size: int, latent: int):
-    """The batches (walking the harness permutation of epoch 1) and noise arrays of `steps` steps."""
-    perm = epoch_permutation(seed, 1, train_x.shape[0])
-    rng = np.random.default_rng([seed, 0xEB5])
-    batches, noise = [], []
-    for i in range(steps):
-        idx = perm[(i * batch_size) % len(perm):][:batch_size]
-        batches.append(np.ascontiguousarray(train_x[idx]))
-        noise.append(rng.standard_normal((len(idx), latent)).astype(np.float32))
-    return batches, noise
 
 
 def to_state32(params: dict, adam: oracle.AdamState) -> dict[str, np.ndarray]:

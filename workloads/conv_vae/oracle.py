@@ -213,9 +213,20 @@ def loss_and_grad(params: dict[str, np.ndarray], x: np.ndarray, eps: np.ndarray 
     return f["loss"], {k: g[k] for k in params}  # state_dict order, as given
 
 
+def encode(params: dict[str, np.ndarray], x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mu, logvar), each (B, latent) float64, of images x (B, 784): the forward pass's own."""
+    f = forward(params, x, None)
+    return f["mu"], f["logvar"]
+
+
+def decode_logits(params: dict[str, np.ndarray], z: np.ndarray) -> np.ndarray:
+    """Bernoulli logits, (n, 784) float64, of latent codes z (n, latent)."""
+    return _decoder(as_float64(params), np.asarray(z, dtype=np.float64))["logits"]
+
+
 def decode(params: dict[str, np.ndarray], z: np.ndarray) -> np.ndarray:
     """Bernoulli means sigmoid(logits), (n, 784) float64, of latent codes z (n, latent): report figures."""
-    return sigmoid(_decoder(as_float64(params), np.asarray(z, dtype=np.float64))["logits"])
+    return sigmoid(decode_logits(params, z))
 
 
 # --- FLOPs ------------------------------------------------------------------------------------------

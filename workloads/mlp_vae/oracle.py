@@ -78,6 +78,18 @@ def loss_and_grad(
     return f["loss"], {f"{layer}.{kind}": grads[f"{layer}.{kind}"] for layer in LAYERS for kind in ("weight", "bias")}
 
 
+def encode(params: dict[str, np.ndarray], x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mu, logvar), each (B, latent) float64, of images x (B, 784): the forward pass's own."""
+    f = forward(params, x, None)
+    return f["mu"], f["logvar"]
+
+
+def decode_logits(params: dict[str, np.ndarray], z: np.ndarray) -> np.ndarray:
+    """Bernoulli logits fc4(relu(fc3(z))), (n, 784) float64, of latent codes z (n, latent)."""
+    p = as_float64(params)
+    return _linear(p, "fc4", np.maximum(_linear(p, "fc3", np.asarray(z, np.float64)), 0.0))
+
+
 def decode(params: dict[str, np.ndarray], z: np.ndarray) -> np.ndarray:
     """Bernoulli means sigmoid(fc4(relu(fc3(z)))) for latent codes z, in float64 (the report's figures)."""
     p = as_float64(params)

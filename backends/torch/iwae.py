@@ -1,7 +1,8 @@
 """The IWAE bound in PyTorch, float32, for runs trained by torch, torch-compile and torch-reference.
 
-`python -m backends.iwae_torch JSON` (see backends/iwae_child.py for the JSON and the outputs). The
-saved params load into the MLP workload's torch model (workloads/mlp_vae/torch_model.py) on the run's device;
+`python -m backends.torch.iwae JSON` (see backends/iwae_child.py for the JSON and the outputs). The
+saved params load into the run's workload's torch model (workloads/<name>/torch_model.py, built from the
+run's ModelConfig) on the run's device;
 per batch of B test images and their K draws eps (B, K, L) from the harness:
 
     z = mu + sigma * eps;  log w = log p(x|z) + log p(z) - log q(z|x);  bound = logsumexp_k(log w) - log K
@@ -19,36 +20,31 @@ import torch
 import torch.nn.functional as F
 
 from backends import iwae_child
-from backends.torch_common import build_model, resolve_device
+from backends.torch.common import build_model, resolve_device
 from harness.config import ModelConfig
 
 LOG_2PI = math.log(2.0 * math.pi)
 
 
-def model_config(params: dict[str, np.ndarray]) -> ModelConfig:
-    """The architecture the saved arrays were trained with (the latent size varies across a sweep)."""
-    hidden, inputs = params["fc1.weight"].shape
-    return ModelConfig(input_dim=inputs, hidden_dim=hidden, latent_dim=params["fc21.weight"].shape[0])
-
-
 def log_weights(model: torch.nn.Module, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """log p(x|z_k) + log p(z_k) - log q(z_k|x), shape (B, K), for x (B, D) and eps (B, K, L)."""
+    b, k, latent = eps.shape
     mu, logvar = model.encode(x)
     z = mu.unsqueeze(1) + torch.exp(0.5 * logvar).unsqueeze(1) * eps
-    logits = model.decode_logits(z)  # (B, K, D): the memory the batch size bounds
+    # decode_logits takes (rows, latent): (B, K, D) is the memory the batch size bounds
+    logits = model.decode_logits(z.reshape(b * k, latent)).reshape(b, k, -1)
     # sum_d x_d * l_kd as one batched product, so no second (B, K, D) temporary is made for it
     log_px = torch.bmm(logits, x.unsqueeze(2)).squeeze(2) - F.softplus(logits).sum(-1)
-    latent = eps.shape[-1]
     log_pz = -0.5 * z.pow(2).sum(-1) - 0.5 * latent * LOG_2PI
     log_qz = -0.5 * eps.pow(2).sum(-1) - 0.5 * logvar.sum(-1, keepdim=True) - 0.5 * latent * LOG_2PI
     return log_px + log_pz - log_qz
 
 
-def make(params: dict[str, np.ndarray], device_name: str, k: int, batch: int):
+def make(params: dict[str, np.ndarray], device_name: str, k: int, batch: int, m: ModelConfig):
     """The evaluator for iwae_child: a closure over the loaded model on `device_name`."""
     torch.set_num_threads(len(os.sched_getaffinity(0)))  # the parent pinned us; torch defaults to all cores
     device = resolve_device(device_name)
-    model = build_model(model_config(params)).to(device)
+    model = build_model(m).to(device)
     model.load_state_dict({name: torch.from_numpy(a) for name, a in params.items()})
     model.eval()
     log_k = math.log(k)

@@ -1,6 +1,6 @@
 """Hardware probe in PyTorch: the float32 matmul peak and the floor of one training epoch.
 
-Run in a child process by harness.execution.probe (`python -m backends.probe_torch JSON`), pinned to the same
+Run in a child process by harness.execution.probe (`python -m backends.torch.probe JSON`), pinned to the same
 cores and thread count as the backends, so its figures are comparable with theirs.
 
 The floor is the time of the matrix products alone of one epoch's training steps at the model's own

@@ -10,9 +10,9 @@ jitted functions (free at run time: it happens while tracing). Parameters live a
 The epoch is ONE program: `lax.scan` over the full batches, then the final partial batch (60000 =
 468 * 128 + 96, kept like every backend) as one more step. Parameters and Adam state are donated, so
 XLA updates them in place; the loss is summed on the device and crosses to the host once per epoch.
-(The per-batch alternative, `batch_step`, is measured against it by backends/jax_loop.py.)
+(The per-batch alternative, `batch_step`, is the engine option `epoch=loop`: backends/jax/engine.py.)
 
-Numerics match backends/torch_eager.py: float32 everywhere, BCE from logits in the softplus form, and
+Numerics match backends/torch/eager.py: float32 everywhere, BCE from logits in the softplus form, and
 torch.optim.Adam's update (bias correction, eps outside the square root) as plain `optax.adam`
 (`make_adam`). Checked, not assumed (tests/test_jax_backend.py): it is torch.optim.Adam's formula, but
 it computes the bias correction 1 - b2**t in float32 from b2 rounded to float32 (0.999 ->
@@ -66,7 +66,7 @@ class Programs:
     epoch: Callable      # (state, train_x, perm, eps) -> (state, loss sum); state donated
     evaluate: Callable   # (params, test_x, eps) -> (loss sum at z = mu, loss sum at sampled z)
     step: Callable       # (state, x, eps) -> (state, loss); state donated (lockstep mode)
-    batch_step: Callable  # (state, total, train_x, perm, eps, start, size) -> (state, total); JaxLoopBackend
+    batch_step: Callable  # (state, total, train_x, perm, eps, start, size) -> (state, total); the epoch=loop arrangement
     noise: Callable      # (seed, n) -> jax's own eps, (n, latent), for `--noise framework`
     decode: Callable     # (params, z) -> sigmoid means
 

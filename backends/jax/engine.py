@@ -1,6 +1,6 @@
 """The `jax` engine: the workload's Flax NNX model trained with Optax Adam, one jitted lax.scan per epoch.
 
-The programs themselves (the model, the loss, the scan epoch, Adam) are backends/jax_programs.py; this
+The programs themselves (the model, the loss, the scan epoch, Adam) are backends/jax/programs.py; this
 module places the data and state on the device, compiles ahead of time and converts the state.
 
 * The dataset sits on the device; each epoch uploads the permutation (int32) and the epoch's noise
@@ -12,11 +12,12 @@ module places the data and state on the device, compiles ahead of time and conve
 * Compile (warmup) cost grows with the number of distinct step shapes (the scan body and the tail),
   plus the noise and evaluation programs; `compile_seconds` in every results.json is its measure.
 * float32 everywhere (matmul precision 'highest') unless the run asks for tf32, or for bf16 (the model on
-  bfloat16 copies of params and inputs, everything else float32: backends/jax_programs.py).
+  bfloat16 copies of params and inputs, everything else float32: backends/jax/programs.py).
 * State: the harness's neutral layout (weights (out, in), `adam.m.*`, `adam.v.*`, `adam.step`) converts
   to and from Flax's (kernels (in, out)) through the workload's flax_model.py (`to_flax`, `from_flax`).
 
-backends/jax_loop.py holds the Python-loop alternative, kept to measure scan vs loop.
+The Python-loop alternative is the engine option `epoch=loop` (`--engine-option jax.epoch=loop`), which
+benchmarks/engine_variants.py measures against the scan.
 """
 from __future__ import annotations
 
@@ -25,9 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from backends import JAX_EPOCHS
+from backends.jax import EPOCHS as JAX_EPOCHS
 from backends.base import Metrics, Noise, per_sample
-from backends.jax_programs import flax_model, make_adam, programs
+from backends.jax.programs import flax_model, make_adam, programs
 from harness.config import ModelConfig, RunConfig
 from harness.errors import HarnessError
 

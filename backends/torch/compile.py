@@ -24,10 +24,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from backends import COMPILE_MODES
-from backends import torch_common as tc
+from backends.torch import COMPILE_MODES
+from backends.torch import common as tc
 from backends.base import Noise
-from backends.torch_eager import TorchEagerBackend
+from backends.torch.eager import TorchEagerBackend
 
 TREE_MODES = ("reduce-overhead", "max-autotune")  # the modes in which torch.compile uses CUDA graph trees
 TREE_WARMUP_CALLS = 3  # graph trees run a shape eagerly first, record it on a later call, then replay

@@ -10,14 +10,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from backends import DENORMALS
-from backends import torch_common as tc
+from backends.torch import DENORMALS
+from backends.torch import common as tc
 from backends.base import Metrics, Noise
 from harness.config import RunConfig
 
 
 class TorchEagerBackend:
-    """`torch`: eager PyTorch, float32 (or the bf16 recipe of torch_common.mixed)."""
+    """`torch`: eager PyTorch, float32 (or the bf16 recipe of common.mixed)."""
 
     name = "torch"
 

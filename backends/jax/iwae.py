@@ -1,8 +1,9 @@
 """The IWAE bound in JAX, float32, for runs trained by the jax backend.
 
-`python -m backends.iwae_jax JSON` (see backends/iwae_child.py for the JSON and the outputs). The
-saved state_dict arrays (weights (out, in), so a layer is x @ W.T + b) go to the run's device; per
-batch of B test images and their K draws eps (B, K, L) from the harness:
+`python -m backends.jax.iwae JSON` (see backends/iwae_child.py for the JSON and the outputs). The
+saved state_dict arrays convert to the run's workload's Flax model (workloads/<name>/flax_model.py,
+built from the run's ModelConfig as the jax engine builds it) on the run's device; per batch of B test
+images and their K draws eps (B, K, L) from the harness:
 
     z = mu + sigma * eps;  log w = log p(x|z) + log p(z) - log q(z|x);  bound = logsumexp_k(log w) - log K
 
@@ -19,45 +20,43 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from backends import iwae_child
-from backends.jax_flax import resolve_device
+from backends.jax.engine import resolve_device
+from backends.jax.programs import abstract_model, flax_model
+from harness.config import ModelConfig
 
 LOG_2PI = math.log(2.0 * math.pi)
 
 
-def _linear(p: dict, name: str, x: jax.Array) -> jax.Array:
-    return x @ p[f"{name}.weight"].T + p[f"{name}.bias"]
-
-
-def log_weights(p: dict, x: jax.Array, eps: jax.Array) -> jax.Array:
+def log_weights(model: nnx.Module, x: jax.Array, eps: jax.Array) -> jax.Array:
     """log p(x|z_k) + log p(z_k) - log q(z_k|x), shape (B, K), for x (B, D) and eps (B, K, L)."""
-    h1 = jax.nn.relu(_linear(p, "fc1", x))
-    mu, logvar = _linear(p, "fc21", h1), _linear(p, "fc22", h1)
+    b, k, latent = eps.shape
+    mu, logvar = model.encode(x)
     z = mu[:, None, :] + jnp.exp(0.5 * logvar)[:, None, :] * eps
-    logits = _linear(p, "fc4", jax.nn.relu(_linear(p, "fc3", z)))  # (B, K, D)
+    logits = model.decode_logits(z.reshape(b * k, latent)).reshape(b, k, -1)  # (B, K, D)
     log_px = jnp.einsum("bkd,bd->bk", logits, x) - jnp.sum(jax.nn.softplus(logits), axis=-1)
-    latent = eps.shape[-1]
     log_pz = -0.5 * jnp.sum(z**2, axis=-1) - 0.5 * latent * LOG_2PI
     log_qz = -0.5 * jnp.sum(eps**2, axis=-1) - 0.5 * jnp.sum(logvar, axis=-1, keepdims=True) - 0.5 * latent * LOG_2PI
     return log_px + log_pz - log_qz
 
 
-def batch_bounds(p: dict, x: jax.Array, eps: jax.Array) -> jax.Array:
-    """Per-image log-mean-exp of the K importance weights, shape (B,)."""
-    return jax.nn.logsumexp(log_weights(p, x, eps), axis=1) - math.log(eps.shape[1])
-
-
-def make(params: dict[str, np.ndarray], device_name: str, k: int, batch: int):
+def make(params: dict[str, np.ndarray], device_name: str, k: int, batch: int, m: ModelConfig):
     """The evaluator for iwae_child: params on the device and one program compiled for (batch, k)."""
     device = resolve_device(device_name)
-    p = {name: jax.device_put(a, device) for name, a in params.items()}
-    latent, inputs = params["fc21.weight"].shape[0], params["fc1.weight"].shape[1]
+    graphdef = nnx.split(abstract_model(m))[0]
+    p = jax.tree.map(lambda a: jax.device_put(a, device), flax_model(m).to_flax(params))
+
+    def batch_bounds(p: dict, x: jax.Array, eps: jax.Array) -> jax.Array:
+        """Per-image log-mean-exp of the K importance weights, shape (B,)."""
+        return jax.nn.logsumexp(log_weights(nnx.merge(graphdef, p), x, eps), axis=1) - math.log(eps.shape[1])
+
     sharding = jax.sharding.SingleDeviceSharding(device)
     t = time.perf_counter()
     program = jax.jit(batch_bounds).lower(
-        p, jax.ShapeDtypeStruct((batch, inputs), jnp.float32, sharding=sharding),
-        jax.ShapeDtypeStruct((batch, k, latent), jnp.float32, sharding=sharding)).compile()
+        p, jax.ShapeDtypeStruct((batch, m.input_dim), jnp.float32, sharding=sharding),
+        jax.ShapeDtypeStruct((batch, k, m.latent_dim), jnp.float32, sharding=sharding)).compile()
     compile_seconds = time.perf_counter() - t
 
     def bounds(x: np.ndarray, eps: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from backends import torch_common as tc
+from backends.torch import common as tc
 from backends.base import Metrics, Noise, per_sample
 from harness.config import RunConfig
 

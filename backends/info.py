@@ -21,9 +21,10 @@ def framework_info(backend: str, config: RunConfig, described: dict[str, Any] | 
                             **(described or {})}
     if "torch" in sys.modules:
         import torch
+
+        from backends import torch_precision
         info.update(torch=torch.__version__, torch_threads=torch.get_num_threads(),
-                    torch_cuda=torch.version.cuda,
-                    matmul_precision=torch.get_float32_matmul_precision(),
+                    torch_cuda=torch.version.cuda, **torch_precision.settings(),
                     mkl_cbwr=os.environ.get("MKL_CBWR") or "off")  # harness/execution/child_env.py
     if "jax" in sys.modules:
         import jax

@@ -60,7 +60,10 @@ def settings() -> dict[str, Any]:
     api = tf32_api()
     if api == NEW_API:
         values = {path: _resolve(torch.backends, path).fp32_precision for path in _NEW_SETTINGS}
-        return {"tf32_api": api, "fp32_precision": values}
+        # the old key, kept for readers of older records: what torch.get_float32_matmul_precision() said
+        # for these settings before the new API ("high" = TF32 matmuls allowed)
+        old = "high" if values["cuda.matmul"] == "tf32" else "highest"
+        return {"tf32_api": api, "fp32_precision": values, "matmul_precision": old}
     return {"tf32_api": api, "matmul_precision": torch.get_float32_matmul_precision(),
             "cuda_matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
             "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32}

@@ -47,11 +47,14 @@ def test_new_api_on_and_off_and_the_record_never_mixes():
         "on = (tp.set_tf32(True), tp.settings(), tp.tf32_enabled())\n"
         "off = (tp.set_tf32(False), tp.settings(), tp.tf32_enabled())\n"
         "info = framework_info('torch', RunConfig())\n"
-        "print(json.dumps({'on': on, 'off': off, 'info': {k: info.get(k) for k in ('tf32_api', 'fp32_precision')}}))")
+        "print(json.dumps({'on': on, 'off': off,\n"
+        "                  'info': {k: info.get(k) for k in ('tf32_api', 'fp32_precision', 'matmul_precision')}}))")
     new = torch_precision.NEW_API
     assert out["on"][0] == new and set(out["on"][1]["fp32_precision"].values()) == {"tf32"} and out["on"][2] is True
     assert out["off"][0] == new and set(out["off"][1]["fp32_precision"].values()) == {"ieee"} and out["off"][2] is False
-    assert out["info"] == {"tf32_api": new, "fp32_precision": out["off"][1]["fp32_precision"]}
+    assert out["on"][1]["matmul_precision"] == "high"
+    assert out["info"] == {"tf32_api": new, "fp32_precision": out["off"][1]["fp32_precision"],
+                           "matmul_precision": "highest"}
 
 
 @pytest.mark.skipif(torch_precision.tf32_api() != torch_precision.NEW_API, reason="torch < 2.9: old API only")

@@ -8,27 +8,36 @@ from pathlib import Path
 from harness.cli.flags import add_run_flags, positive_int, run_config, seed_list
 from harness.config import RunConfig
 from harness.errors import HarnessError
+from harness.verification import agreement
+from harness.verification.calibration import calibrated_profile
 from harness.verification.check import evaluate
 from harness.verification.targets import (
     TARGETS_FILE,
     Profile,
-    calibrated_profile,
     get_profile,
     load_targets,
+    profile_for,
     write_targets,
 )
 
 ALL_BACKENDS = ("torch-reference", "torch", "torch-compile", "jax")  # a new profile's, unless --backends
+NOT_JUDGED = 3  # check's exit code when it judged nothing (documented in its --help)
 
 def add_subcommands(sub) -> None:
-    p = sub.add_parser("check", help="run a loss-target profile and fail on any out-of-band metric")
-    p.add_argument("--profile", default="ci")
+    p = sub.add_parser("check", help="run a loss-target profile and fail on any out-of-band metric",
+                       epilog=f"exit codes: 0 every judged value passed; 1 a value failed; 2 bad input; "
+                              f"{NOT_JUDGED} nothing was judged (no calibrated target covers the run), "
+                              "unless --allow-uncalibrated")
+    p.add_argument("--profile", default=None,
+                   help="default: with --from, the profile the run's report uses; else 'ci'")
+    p.add_argument("--allow-uncalibrated", action="store_true",
+                   help=f"exit 0 instead of {NOT_JUDGED} when nothing could be judged")
     p.add_argument("--seed", type=int, default=None, help="default: the profile's seed")
     p.add_argument("--targets", type=Path, default=TARGETS_FILE)
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--no-probe", action="store_true", help="skip the matmul peak / floor probe")
     p.add_argument("--from", dest="from_run", type=Path, default=None, metavar="RUN_DIR",
-                   help="judge the profile's epoch of an existing run at least that long instead of training")
+                   help="judge an existing run (every epoch up to the profile's last) instead of training")
     add_run_flags(p, default_epochs=None)
     p.set_defaults(func=cmd_check, backends=None)
 
@@ -39,6 +48,9 @@ def add_subcommands(sub) -> None:
     p.add_argument("--from", dest="from_runs", type=Path, nargs="+", default=None, metavar="RUN_DIR",
                    help="derive from these finished runs (one seed each, at least the profile's epochs) "
                         "instead of training")
+    p.add_argument("--held-out", type=seed_list, default=[],
+                   help="validation seeds calibration must never see (recorded in the profile; the power "
+                        "study benchmarks/check_power.py judges their runs)")
     p.add_argument("--targets", type=Path, default=TARGETS_FILE)
     p.add_argument("--write", action="store_true", help="write the targets into the targets file")
     p.add_argument("--epochs", type=positive_int, default=None,
@@ -71,38 +83,48 @@ def _run_profile(config: RunConfig, out: Path, data_dir, argv, probe: bool) -> o
                               probe=probe, on_event=progress.on_event)
 
 
-def cmd_check(args, argv) -> int:
-    from rich.table import Table
+def _chosen_profile(args, record=None) -> Profile:
+    """--profile, else (judging a finished run) the profile the run's report uses, else 'ci'."""
+    if args.profile or record is None:
+        return get_profile(args.profile or "ci", args.targets)
+    device = record.results[0].device if record.results else record.config.get("device", "cpu")
+    exp = agreement.experiment(record.config, device)
+    found = profile_for(load_targets(args.targets), exp, int(record.config.get("epochs", 0)))
+    if found is None:
+        raise NotJudged(f"no profile of {args.targets} is calibrated for this run's experiment")
+    return found
 
+
+class NotJudged(Exception):
+    """Nothing of the run could be judged."""
+
+
+def cmd_check(args, argv) -> int:
     from harness.measurement import results
+    from harness.reporting.check_report import print_judgement
     from harness.reporting.console import console
-    profile = get_profile(args.profile, args.targets)
-    if args.from_run:
-        out, record = args.from_run, results.load(args.from_run)
-        seed = record.config.get("seed")
-    else:
-        config = _profile_config(args, profile, args.seed if args.seed is not None else profile.seed)
-        out = args.out or Path("runs") / f"check-{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        record, seed = _run_profile(config, out, args.data_dir, argv, not args.no_probe), config.seed
-    findings = evaluate(record, profile)
-    table = Table(title=f"check --profile {profile.name} (epoch {profile.epochs}, seed {seed})")
-    for col in ("backend", "metric", "value", "band", "seed", "result"):
-        table.add_column(col)
-    for f in findings:
-        result = ("pass" if not f.note else f.note) if f.ok else f"[red]FAIL[/red] {f.note}"
-        table.add_row(f.backend, f.metric, "-" if f.value is None else f"{f.value:.3f}", f.band, str(f.seed), result)
-    console.print(table)
-    failed = [f for f in findings if not f.ok]
-    for f in failed:
-        value = "-" if f.value is None else f"{f.value:.3f}"
-        console.print(f"[red]FAIL[/red] {f.backend} {f.metric} = {value} outside {f.band} (seed {f.seed}) {f.note}")
-    if any(f.note.startswith("not calibrated") for f in findings):
-        on = profile.calibrated_on
-        console.print(f"[yellow]not calibrated[/yellow]: profile {profile.name!r} holds targets for "
-                      f"{on.get('device_kind', '?')} {on.get('precision', 'float32')} runs of its experiment "
-                      "only (the table says what differs); those results were not judged")
+    try:
+        if args.from_run:
+            out, record = args.from_run, results.load(args.from_run)
+            profile = _chosen_profile(args, record)
+        else:
+            profile = _chosen_profile(args)
+            config = _profile_config(args, profile, args.seed if args.seed is not None else profile.seed)
+            out = args.out or Path("runs") / f"check-{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+            record = _run_profile(config, out, args.data_dir, argv, not args.no_probe)
+    except NotJudged as exc:
+        console.print(f"[yellow]not judged[/yellow]: {exc}")
+        return 0 if args.allow_uncalibrated else NOT_JUDGED
+    judgement = evaluate(record, profile)
+    print_judgement(judgement, f"check --profile {profile.name} (epochs 1-{judgement.epochs})")
     console.print(f"results: {out}")
-    return 1 if failed else 0
+    if judgement.failed:
+        return 1
+    if not judgement.judged:
+        console.print("[yellow]nothing was judged[/yellow]: this is not a pass (exit code "
+                      f"{NOT_JUDGED}; --allow-uncalibrated accepts it)")
+        return 0 if args.allow_uncalibrated else NOT_JUDGED
+    return 0
 
 
 def cmd_calibrate(args, argv) -> int:
@@ -124,12 +146,17 @@ def cmd_calibrate(args, argv) -> int:
             records.append((out / f"seed-{seed}", _run_profile(config, out / f"seed-{seed}", args.data_dir,
                                                                 argv, not args.no_probe)))
     new = calibrated_profile(profile, records)
+    seen = set(new.calibration["seeds"]) & ({profile.seed} | set(args.held_out))
+    if seen & set(args.held_out):
+        raise HarnessError(f"held-out seed(s) {sorted(seen & set(args.held_out))} are among the calibration seeds")
+    new.calibration["held_out_seeds"] = sorted(args.held_out)
     if profile.seed in new.calibration["seeds"]:
         console.print(f"[yellow]note[/yellow]: the check seed {profile.seed} is among the calibration seeds")
-    for epoch in sorted({1, new.epochs} | set(range(10, new.epochs + 1, 10))):
+    for epoch in sorted({1, new.epochs} | set(range(5, new.epochs + 1, 5))):
         t = new.per_epoch[epoch]
+        window = "" if t.window_tolerance is None else f"; {new.window}-epoch mean gap <= {t.window_tolerance:g}"
         console.print(f"{new.name} epoch {epoch}: " + ", ".join(f"{m} {b.text()}" for m, b in t.bands.items())
-                      + f"; gap <= {t.max_backend_difference:g} ({t.agreement_derivation})")
+                      + f"; gap <= {t.max_backend_difference:g}{window}")
     if args.write:
         profiles[new.name] = new
         write_targets(profiles, args.targets)

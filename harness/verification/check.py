@@ -1,23 +1,25 @@
 """`harness check` enforces the loss targets; `harness calibrate` derives them from real runs.
 
-`check --profile P` trains the profile's backends for its epochs (or, with `--from RUN`, takes any run
-at least that long) and judges the profile's epoch: every metric against its band and the largest
-same-seed gap between backends against that epoch's calibrated tolerance (harness.verification.targets). It fails,
-naming backend, metric, value, band and seed. A run of another experiment than the one calibrated
-(another device kind, model config, precision, data limits or noise source) is reported as "not
-calibrated" rather than judged.
+`check --profile P` trains the profile's backends for its epochs (or, with `--from RUN`, takes a finished
+run) and judges EVERY epoch from 1 to the profile's last that the run has (harness.verification.calibration
+says how each limit was derived and what false-alarm rate a check has):
+- bands: each backend's metrics against the epoch's band, on any device kind (bands describe the metric
+  over seeds, the same on every device by design);
+- gaps: each same-seed difference of two of the profile's backends in the primary metric, against the
+  epoch's gap tolerance, on the device kind the profile was calibrated on only (rounding differs by device);
+- windows: the mean of those differences over the profile's window of epochs ending at each epoch.
+A run of another experiment (model config, precision, data limits, noise) is "not calibrated"; a check
+that judged nothing is not a pass (harness.cli.check exits with NOT_JUDGED).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import itertools
+import statistics
+from dataclasses import dataclass, field
 
-from harness.errors import HarnessError
 from harness.measurement import results
 from harness.verification import agreement
-from harness.verification.targets import (
-    Profile,
-    load_targets,
-)
+from harness.verification.targets import Profile, load_targets
 
 
 def default_target_loss(workload: str = "mlp-vae", precision: str = "float32") -> float:
@@ -34,10 +36,12 @@ def default_target_loss(workload: str = "mlp-vae", precision: str = "float32") -
 
 @dataclass
 class Finding:
-    """One checked value: a backend's metric against its band, or the gap between backends."""
+    """One judged value (a backend's metric against its band, a pair's gap or window mean against its
+    tolerance) or one failure to produce a value."""
 
     backend: str
     metric: str
+    epoch: int
     value: float | None
     band: str
     seed: int
@@ -45,42 +49,84 @@ class Finding:
     note: str = ""
 
 
-def evaluate(record, profile: Profile) -> list[Finding]:
-    """Every band and agreement finding of `record` at the profile's epoch.
+@dataclass
+class Judgement:
+    """Everything `check` found in one run: the findings, and why parts of the run were not judged."""
 
-    Raises HarnessError when the run is shorter than the profile. A run of another experiment gets one
-    finding, ok, whose note says it is not calibrated.
-    """
-    epoch = profile.epochs
-    if int(record.config.get("epochs", 0)) < epoch:
-        raise HarnessError(f"profile {profile.name!r} judges epoch {epoch}, but the run has only "
-                           f"{record.config.get('epochs')} epoch(s)")
-    findings: list[Finding] = []
-    at_epoch: dict[int, dict[str, float]] = {}
-    for r in record.results:
-        targets = profile.at(epoch, agreement.experiment(record.config, r.device))
-        if targets is None:
-            why = agreement.mismatch(profile.calibrated_on, agreement.experiment(record.config, r.device))
-            findings.append(Finding(r.backend, "all", None, "-", r.seed, True,
-                                    f"not calibrated: {why or f'epoch {epoch} has no targets'}"))
-            continue
-        record_at = next((e for e in r.epochs if e.epoch == epoch), None)
-        if r.status != "ok" and record_at is None:
-            findings.append(Finding(r.backend, "status", None, "ok", r.seed, False, f"{r.status}: {r.error}"))
-            continue
-        if record_at is None:
-            findings.append(Finding(r.backend, "status", None, f"epoch {epoch}", r.seed, False, "epoch missing"))
-            continue
-        at_epoch.setdefault(r.seed, {})[r.backend] = record_at.primary
-        for metric, band in targets.bands.items():
-            value = record_at.value(metric)
-            findings.append(Finding(r.backend, metric, value, band.text(), r.seed, band.contains(value)))
+    profile: str
+    epochs: int  # the last epoch judged
+    findings: list[Finding] = field(default_factory=list)
+    not_judged: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[Finding]:
+        return [f for f in self.findings if not f.ok]
+
+    @property
+    def judged(self) -> int:
+        return sum(f.value is not None for f in self.findings)
+
+
+def evaluate(record, profile: Profile) -> Judgement:
+    """Judge every epoch of `record` from 1 to min(profile, run) against `profile`."""
+    last = min(profile.epochs, int(record.config.get("epochs", 0)))
+    out = Judgement(profile.name, last)
+    seeds = sorted({r.seed for r in record.results})
+    out.warnings += [f"seed {s} is a calibration seed of {profile.name!r}: judged, but not independent evidence"
+                     for s in seeds if s in profile.calibration.get("seeds", [])]
     primary = results.workload_of(record.config).primary_metric
-    for seed, losses in sorted(at_epoch.items()):
-        gap = agreement.epoch_gaps({b: {epoch: v} for b, v in losses.items()}).get(epoch)
-        targets = profile.at(epoch, agreement.experiment(record.config, record.results[0].device))
-        if gap is not None and targets is not None:
-            tol = targets.max_backend_difference
-            findings.append(Finding(f"{gap.high} vs {gap.low}", f"{primary} gap at epoch {epoch}", gap.value,
-                                    f"<= {tol:g}", seed, gap.value <= tol))
-    return findings
+    for seed in seeds:
+        mine = [r for r in record.results if r.seed == seed]
+        _bands(out, mine, record.config, profile, last)
+        _agreement(out, mine, record.config, profile, last, primary)
+    return out
+
+
+def _bands(out: Judgement, mine: list, config: dict, profile: Profile, last: int) -> None:
+    for r in mine:
+        exp = agreement.experiment(config, r.device)
+        if profile.bands_at(1, exp) is None:
+            out.not_judged.append(f"{r.backend}: not calibrated: {profile.mismatch(exp, bands=True)}")
+            continue
+        by_epoch = {e.epoch: e for e in r.epochs}
+        for epoch in range(1, last + 1):
+            if (targets := profile.bands_at(epoch, exp)) is None:
+                continue
+            if epoch not in by_epoch:
+                why = f"{r.status}: {r.error}" if r.status != "ok" else "epoch missing"
+                out.findings.append(Finding(r.backend, "status", epoch, None, f"epoch {epoch}", r.seed, False, why))
+                break
+            for metric, band in targets.bands.items():
+                value = by_epoch[epoch].value(metric)
+                out.findings.append(Finding(r.backend, metric, epoch, value, band.text(), r.seed, band.contains(value)))
+
+
+def _agreement(out: Judgement, mine: list, config: dict, profile: Profile, last: int, primary: str) -> None:
+    calibrated = [r for r in mine if r.backend in profile.backends]
+    outside = sorted(r.backend for r in mine if r.backend not in profile.backends)
+    if outside:
+        out.not_judged.append(f"agreement of {', '.join(outside)}: not calibrated (profile {profile.name!r} "
+                              f"was calibrated on {', '.join(profile.backends)})")
+    if len(calibrated) < 2:
+        return
+    exp = agreement.experiment(config, calibrated[0].device)
+    if profile.at(1, exp) is None:
+        out.not_judged.append(f"agreement on {exp['device_kind']}: not calibrated: {profile.mismatch(exp)} "
+                              "(same-seed tolerances hold for the device kind they were measured on)")
+        return
+    width = profile.window
+    for a, b in itertools.combinations(calibrated, 2):
+        va, vb = ({e.epoch: e.primary for e in r.epochs} for r in (a, b))
+        diffs = {e: va[e] - vb[e] for e in range(1, last + 1) if e in va and e in vb}
+        pair = f"{a.backend} vs {b.backend}"
+        for epoch, diff in diffs.items():
+            if (t := profile.at(epoch, exp)) is None:
+                continue
+            out.findings.append(Finding(pair, f"{primary} gap", epoch, abs(diff), f"<= {t.max_backend_difference:g}",
+                                        a.seed, abs(diff) <= t.max_backend_difference))
+            span = range(epoch - width + 1, epoch + 1)
+            if width and t.window_tolerance is not None and all(e in diffs for e in span):
+                mean = abs(statistics.mean(diffs[e] for e in span))
+                out.findings.append(Finding(pair, f"{primary} {width}-epoch mean gap", epoch, mean,
+                                            f"<= {t.window_tolerance:g}", a.seed, mean <= t.window_tolerance))

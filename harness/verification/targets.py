@@ -8,7 +8,6 @@ the epoch and the experiment it was measured for; anything else is "not calibrat
 """
 from __future__ import annotations
 
-import statistics
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,18 +18,9 @@ import tomli_w
 from harness import atomic
 from harness.errors import HarnessError
 from harness.measurement.results import workload_of
-from harness.verification.agreement import epoch_gaps, experiment, mismatch
+from harness.verification.agreement import mismatch
 
 TARGETS_FILE = Path(__file__).with_name("targets.toml")
-# Band rule: [min - margin, max + margin] of the calibration runs at that epoch, margin =
-# max(MIN_MARGIN, MARGIN_FRACTION * (max - min)); seed-to-seed spread dominates, so the margin scales with it.
-MIN_MARGIN = 1.0
-MARGIN_FRACTION = 0.5
-# Agreement rule: allowed same-seed gap = max(MIN_AGREEMENT, AGREEMENT_FACTOR * largest gap observed at
-# that epoch over the calibration seeds). The floor keeps epochs where the backends happened to agree
-# to a few hundredths from flagging the next seed's ordinary rounding.
-MIN_AGREEMENT = 0.25
-AGREEMENT_FACTOR = 2.0
 HEADER = ("# Loss targets per profile and epoch. Written by `python -m harness calibrate --write` from the\n"
           "# runs named under [profiles.*.calibration]; every value has its derivation beside it.\n"
           "# Do not edit numbers by hand.\n\n")
@@ -57,8 +47,10 @@ class EpochTargets:
 
     epoch: int
     bands: dict[str, Band]
-    max_backend_difference: float
+    max_backend_difference: float  # the largest same-seed difference of two backends that is agreement
     agreement_derivation: str = ""
+    window_tolerance: float | None = None  # the same for their mean over the profile's window ending here
+    window_derivation: str = ""
 
 
 @dataclass(frozen=True)
@@ -74,10 +66,26 @@ class Profile:
     per_epoch: dict[int, EpochTargets] = field(default_factory=dict)
 
     def at(self, epoch: int, exp: dict[str, Any]) -> EpochTargets | None:
-        """The targets of `epoch` when this profile was calibrated on experiment `exp`, else None."""
-        if not self.calibrated_on or mismatch(self.calibrated_on, exp) is not None:
-            return None
-        return self.per_epoch.get(epoch)
+        """The targets of `epoch` when this profile was calibrated on experiment `exp`, else None
+        (agreement: same-seed gaps depend on the device's rounding, so the device kind must match)."""
+        return None if self.mismatch(exp) is not None else self.per_epoch.get(epoch)
+
+    def bands_at(self, epoch: int, exp: dict[str, Any]) -> EpochTargets | None:
+        """The targets of `epoch` whose bands judge a run of `exp` on any device kind: bands describe the
+        metric's distribution over seeds, the same on every device by design (same init, data, noise, math)."""
+        return None if self.mismatch(exp, bands=True) is not None else self.per_epoch.get(epoch)
+
+    def mismatch(self, exp: dict[str, Any], bands: bool = False) -> str | None:
+        """Why this profile does not judge `exp` (its bands: on any device kind), or None."""
+        if not self.calibrated_on:
+            return "no calibrated targets"
+        on = {**self.calibrated_on, "device_kind": exp.get("device_kind")} if bands else self.calibrated_on
+        return mismatch(on, exp)
+
+    @property
+    def window(self) -> int:
+        """Epochs in the trajectory window (0: none, the profile is shorter than one window)."""
+        return int(self.calibration.get("window_epochs", 0))
 
 
 def load_targets(path: Path | None = None) -> dict[str, Profile]:
@@ -106,8 +114,11 @@ def _profile(name: str, p: dict) -> Profile:
             raise ValueError(f"unknown metric(s) {sorted(set(bands) - known)} in profile {name!r}")
         if any(b.low > b.high for b in bands.values()):
             raise ValueError(f"a band of {name} epoch {e['epoch']} has low > high")
+        window = e.get("window_tolerance")
         per_epoch[int(e["epoch"])] = EpochTargets(int(e["epoch"]), bands, float(e["max_backend_difference"]),
-                                                  str(e.get("agreement_derivation", "")))
+                                                  str(e.get("agreement_derivation", "")),
+                                                  None if window is None else float(window),
+                                                  str(e.get("window_derivation", "")))
     return Profile(name, int(p["epochs"]), tuple(p["backends"]), int(p.get("seed", 1)),
                    dict(p.get("calibrated_on", {})), dict(p.get("calibration", {})), per_epoch)
 
@@ -118,18 +129,6 @@ def get_profile(name: str, path: Path | None = None) -> Profile:
     if name not in profiles:
         raise HarnessError(f"unknown profile {name!r}; {path} defines: {', '.join(profiles)}")
     return profiles[name]
-
-
-def targets_at(profiles: dict[str, Profile], epoch: int, exp: dict[str, Any]) -> tuple[EpochTargets, str] | None:
-    """The calibrated targets of `epoch` for experiment `exp` and the profile they come from, or None.
-
-    Where several profiles calibrate the epoch, the one with more calibration runs wins (then the longer).
-    """
-    found = [(p, t) for p in profiles.values() if (t := p.at(epoch, exp)) is not None]
-    if not found:
-        return None
-    p, t = max(found, key=lambda pt: (len(pt[0].calibration.get("runs", [])), pt[0].epochs))
-    return t, p.name
 
 
 def write_targets(profiles: dict[str, Profile], path: Path) -> None:
@@ -143,78 +142,22 @@ def _profile_dict(p: Profile) -> dict:
             "calibrated_on": p.calibrated_on, "calibration": p.calibration,
             "per_epoch": [{"epoch": t.epoch, "max_backend_difference": t.max_backend_difference,
                            "agreement_derivation": t.agreement_derivation,
+                           **({} if t.window_tolerance is None else
+                              {"window_tolerance": t.window_tolerance, "window_derivation": t.window_derivation}),
                            "bands": {m: {"low": b.low, "high": b.high, "derivation": b.derivation}
                                      for m, b in t.bands.items()}}
                           for t in sorted(p.per_epoch.values(), key=lambda t: t.epoch)]}
 
 
-# ---------------------------------------------------------------- calibration
-
-def derive_band(values: list[float], runs: int) -> Band:
-    lo, hi = min(values), max(values)
-    margin = max(MIN_MARGIN, MARGIN_FRACTION * (hi - lo))
-    return Band(round(lo - margin, 2), round(hi + margin, 2),
-                f"{runs} runs: min {lo:.2f} mean {statistics.mean(values):.2f} max {hi:.2f}; "
-                f"band = [min, max] +- max({MIN_MARGIN}, {MARGIN_FRACTION} x range) = +-{margin:.2f}")
-
-
-def derive_agreement(gaps: list[tuple[float, int, str]]) -> tuple[float, str]:
-    """gaps: (largest gap, seed, 'a vs b') per calibration seed at one epoch."""
-    worst, seed, who = max(gaps)
-    allowed = round(max(MIN_AGREEMENT, AGREEMENT_FACTOR * worst), 3)
-    return allowed, (f"largest same-seed gap over {len(gaps)} seeds: {worst:.3f} (seed {seed}, {who}); "
-                     f"allowed = max({MIN_AGREEMENT}, {AGREEMENT_FACTOR} x largest)")
-
-
-def results_by_seed(records: list[tuple[str, Any]]) -> dict[int, dict[str, Any]]:
-    """{seed: {backend: result}} of calibration runs, one experiment; runs of one seed with disjoint
-    backends are joined (a seed's backends may be trained as several runs, on several cores)."""
-    exp = experiment(records[0][1].config)
-    joined: dict[int, dict[str, Any]] = {}
-    for folder, rec in records:
-        if (why := mismatch(exp, experiment(rec.config))) is not None:
-            raise HarnessError(f"calibration runs are not one experiment: {folder}: {why}")
-        seed = int(rec.config.get("seed", 0))
-        for r in rec.results:
-            if r.backend in joined.setdefault(seed, {}):
-                raise HarnessError(f"calibration run {folder} repeats {r.backend} for seed {seed}")
-            joined[seed][r.backend] = r
-    return joined
-
-
-def calibrated_profile(profile: Profile, records: list[tuple[str, Any]]) -> Profile:
-    """A profile whose every epoch's targets come from `records`: (run folder, RunRecord).
-
-    The records must be one experiment and hold, for each seed, every profile backend with at least
-    `profile.epochs` finished epochs (in one run or several); anything else is an error and nothing is
-    written.
-    """
-    if not records:
-        raise HarnessError("calibration needs at least one run")
-    exp = experiment(records[0][1].config)
-    metrics = (*workload_of(records[0][1].config).metric_names, "train_loss")
-    values: dict[int, dict[str, list[float]]] = {e: {m: [] for m in metrics} for e in range(1, profile.epochs + 1)}
-    gaps: dict[int, list[tuple[float, int, str]]] = {e: [] for e in values}
-    joined = results_by_seed(records)
-    for seed, by_backend in sorted(joined.items()):
-        missing = [b for b in profile.backends if b not in by_backend or by_backend[b].status != "ok"
-                   or len(by_backend[b].epochs) < profile.epochs]
-        if missing:
-            raise HarnessError(f"calibration runs of seed {seed} lack {profile.epochs} ok epoch(s) of: {', '.join(missing)}")
-        losses = {b: {e.epoch: e.primary for e in by_backend[b].epochs} for b in profile.backends}
-        for epoch, gap in epoch_gaps(losses).items():
-            if epoch in gaps:
-                gaps[epoch].append((gap.value, seed, f"{gap.high} vs {gap.low}"))
-        for b in profile.backends:
-            for e in by_backend[b].epochs[:profile.epochs]:
-                for m in metrics:
-                    values[e.epoch][m].append(e.value(m))
-    per_epoch = {}
-    for epoch, per_metric in values.items():
-        allowed, why = derive_agreement(gaps[epoch])
-        per_epoch[epoch] = EpochTargets(epoch, {m: derive_band(v, len(v)) for m, v in per_metric.items()},
-                                        allowed, why)
-    calibration = {"seeds": sorted(joined), "runs": [str(f) for f, _ in records],
-                   "rules": f"bands: [min, max] +- max({MIN_MARGIN}, {MARGIN_FRACTION} x range) per epoch; "
-                            f"agreement: max({MIN_AGREEMENT}, {AGREEMENT_FACTOR} x largest same-seed gap) per epoch"}
-    return Profile(profile.name, profile.epochs, profile.backends, profile.seed, exp, calibration, per_epoch)
+def profile_for(profiles: dict[str, Profile], exp: dict[str, Any], epochs: int) -> Profile | None:
+    """The one profile that judges a run of `exp` lasting `epochs` epochs, in reports and in `check --from`
+    alike: of those whose bands cover the experiment (those calibrated on its device kind first), the
+    shortest that covers every epoch of the run (its Bonferroni family is the smallest), else the longest;
+    None when no profile covers the experiment."""
+    mine = [p for p in profiles.values() if p.per_epoch and p.mismatch(exp, bands=True) is None]
+    own = [p for p in mine if p.mismatch(exp) is None]  # calibrated on this device kind: gaps judged too
+    mine = own or mine
+    covering = [p for p in mine if p.epochs >= epochs]
+    if covering:
+        return min(covering, key=lambda p: (p.epochs, -len(p.calibration.get("seeds", []))))
+    return max(mine, key=lambda p: (p.epochs, len(p.calibration.get("seeds", []))), default=None)

@@ -16,7 +16,7 @@ from typing import Any
 from harness.errors import HarnessError
 from harness.measurement.results import finite_epochs, workload_of
 from harness.verification import agreement
-from harness.verification.targets import EpochTargets, load_targets, targets_at
+from harness.verification.targets import EpochTargets, load_targets, profile_for
 from workloads.spec import Metric
 
 TABLE_EPOCHS = (1, 10, 50)  # epochs the gap table always shows when a run has them (plus its last)
@@ -73,11 +73,16 @@ def groups(entries: list) -> list[Group]:
         if len(members) < 2:
             continue
         exp = json.loads(exp_text)
+        last = max(r.epoch for e in members for r in finite_epochs(e.result))
+        profile = profile_for(profiles, exp, last)  # the one check --from uses for this run
+        if profile is not None and profile.at(1, exp) is not None:
+            # Same-seed tolerances hold for the backends they were calibrated on.
+            members = [e for e in members if e.result.backend in profile.backends] or members
         losses = {e.label: {r.epoch: r.primary for r in finite_epochs(e.result)} for e in members}
         judged = {}
         for epoch, gap in agreement.epoch_gaps(losses).items():
-            found = targets_at(profiles, epoch, exp)
-            judged[epoch] = JudgedGap(gap, *(found if found else (None, None)))
+            targets = profile.at(epoch, exp) if profile is not None else None
+            judged[epoch] = JudgedGap(gap, targets, profile.name if targets is not None else None)
         primary = _primary_metric(members[0].record.config)
         out.append(Group(seed, exp, [e.label for e in members], judged, _why_uncalibrated(exp, profiles),
                          primary.name, primary.unit))
@@ -162,7 +167,7 @@ def calibrated_bands(config: dict[str, Any], device: str) -> tuple[list, str]:
     marks, names = [], []
     profiles = _profiles()
     for p in sorted(profiles.values(), key=lambda p: p.epochs):
-        t = p.at(p.epochs, exp)
+        t = p.bands_at(p.epochs, exp)  # bands hold on any device kind
         if t is None:
             continue
         names.append(f"'{p.name}' epoch {p.epochs}")

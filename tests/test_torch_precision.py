@@ -19,7 +19,7 @@ from backends import torch_precision  # noqa: E402
 def in_child(code: str) -> dict:
     """Run `code` (which prints one JSON line last) in a fresh process: torch's settings are process state."""
     proc = subprocess.run([sys.executable, "-W", "error", "-c", code], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+                          timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

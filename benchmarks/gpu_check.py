@@ -79,9 +79,17 @@ def same_losses(base_dir: Path, new_dir: Path, rtol: float) -> int:
 
 # ------------------------------------------------------------------------------------------ summary
 
-def read_steps(out: Path) -> list[list[str]]:
+STEP_FIELDS = ("name", "status", "seconds", "code", "budget", "note")
+
+
+def read_steps(out: Path) -> list[dict[str, str]]:
+    """steps.tsv as dicts of STEP_FIELDS (files of the check before budgets have four columns: no budget
+    and no note)."""
     path = out / "steps.tsv"
-    return [line.split("\t") for line in path.read_text().splitlines() if line] if path.exists() else []
+    if not path.exists():
+        return []
+    rows = [line.split("\t") for line in path.read_text().splitlines() if line]
+    return [dict(zip(STEP_FIELDS, row + ["-", ""][max(0, len(row) - 4):])) for row in rows]
 
 
 def run_records(runs: Path, order: list[str]) -> dict[str, results.RunRecord]:
@@ -128,7 +136,7 @@ def goal_value(records: dict, steps: dict, run: str, backend: str, what: str) ->
     if what == "cold compile s":
         return r.compile_seconds if r.compile_cache == "cold" else None
     step = steps.get(run)
-    return float(step[2]) if step and step[1] == "ok" else None
+    return float(step["seconds"]) if step and step["status"] == "ok" else None
 
 
 def goals_table(records: dict, steps: dict, device: str) -> list[str]:
@@ -143,20 +151,46 @@ def goals_table(records: dict, steps: dict, device: str) -> list[str]:
     return lines
 
 
+def wall_table(records: dict[str, results.RunRecord]) -> list[str]:
+    """Where each job's wall time went (results.json `wall_seconds`; runs recorded before it have none)."""
+    from harness.measurement.walltime import PARTS
+    rows = [(name, r) for name, rec in records.items() for r in rec.results if r.wall_seconds]
+    if not rows:
+        return ["No run recorded its wall time by part (results.json before `wall_seconds`)."]
+    lines = ["| run | backend | " + " | ".join(PARTS) + " | total |", "|---" * (len(PARTS) + 3) + "|"]
+    for name, r in rows:
+        lines.append(f"| {name} | {r.backend} | " + " | ".join(_fmt(r.wall_seconds.get(k), ".2f") for k in
+                                                            (*PARTS, "total")) + " |")
+    return lines
+
+
 def summary(out: Path, device: str) -> int:
     steps = read_steps(out)
-    records = run_records(out / "runs", [s[0] for s in steps])
+    records = run_records(out / "runs", [s["name"] for s in steps])
     env = next(iter(records.values())).environment if records else {}
     gpus = ", ".join(g.get("name", "?") for g in env.get("gpus", [])) or "none"
-    failed = [s[0] for s in steps if s[1] != "ok"]
-    lines = [f"# GPU check: {'all steps passed' if not failed else 'FAILED: ' + ', '.join(failed)}", "",
+    failed = [s["name"] for s in steps if s["status"] not in ("ok", "skipped")]
+    skipped = [f"{s['name']} ({s['note']})" for s in steps if s["status"] == "skipped"]
+    over = [s["name"] for s in steps if s["status"] == "over-budget"]
+    verdict = "every step run passed" if not failed else "FAILED: " + ", ".join(failed)
+    ran = [s for s in steps if s["status"] != "skipped"]
+    budgets = [float(s["budget"]) for s in ran if s["budget"] not in ("-", "0")]
+    lines = [f"# GPU check: {verdict}", "",
              f"Device `{device}`; GPUs: {gpus}; commit {env.get('git', {}).get('commit') or 'unknown'}; "
              f"packages: {json.dumps(env.get('packages', {}))}", "",
-             "## Steps", "", "| step | status | seconds | exit code | log |", "|---|---|---|---|---|"]
-    lines += [f"| {name} | {status} | {secs} | {code} | logs/{name}.log |" for name, status, secs, code in steps]
+             f"Skipped: {', '.join(skipped) or 'none'}. Over budget: {', '.join(over) or 'none'}. Steps run: "
+             f"{sum(float(s['seconds']) for s in ran):.1f} s (their budgets: "
+             f"{f'{sum(budgets):.0f} s' if budgets else 'none'}).", "",
+             "## Steps", "", "| step | status | seconds | budget s | exit code | note | log |",
+             "|---|---|---|---|---|---|---|"]
+    for s in steps:
+        log = "-" if s["status"] == "skipped" else f"logs/{s['name']}.log"
+        lines.append(f"| {s['name']} | {s['status']} | {s['seconds']} | {s['budget']} | {s['code']} | "
+                     f"{s['note'] or '-'} | {log} |")
     lines += ["", "## Figures (every run under runs/)", "", *figures_table(records), "",
-              "## Goals of issue 14 (H100, float32, TF32 off)", "", *goals_table(records, {s[0]: s for s in steps}, device),
-              ""]
+              "## Where each job's wall time went (seconds)", "", *wall_table(records), "",
+              "## Goals of the GPU path (issues 14 and 27; H100/H200, float32, TF32 off)", "",
+              *goals_table(records, {s["name"]: s for s in steps}, device), ""]
     problems = [f"- {name}: {p}" for name, rec in records.items() if (p := floor.problem(rec.results))]
     if problems:
         lines += ["## Floor", "", *problems, ""]

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from harness.execution import devices
 from harness.measurement import results
 from tests.conftest import ROOT, SMALL, assert_one_line_error, harness
 
@@ -17,11 +18,17 @@ def test_core_imports_no_framework():
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 
+# On a GPU host `--device cuda` is valid and would start real runs: these cases need a machine without
+# one (test_devices covers the same checks with the detection mocked; a GPU host gets
+# test_cuda_index_beyond_the_gpus_is_one_line instead).
+WITHOUT_GPU = pytest.mark.skipif(devices.gpu_visible(), reason="an NVIDIA GPU is visible: --device cuda is valid here")
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["run", "--backends", "nope"], "unknown backend 'nope'; known backends: torch"),
     (["run", "--device", "tpu"], "unknown device 'tpu'"),
-    (["run", "--device", "cuda"], "no NVIDIA GPU"),
-    (["run", "--device", "cuda:0"], "no NVIDIA GPU"),
+    pytest.param(["run", "--device", "cuda"], "no NVIDIA GPU", marks=WITHOUT_GPU),
+    pytest.param(["run", "--device", "cuda:0"], "no NVIDIA GPU", marks=WITHOUT_GPU),
     (["run", "--epochs", "0"], "--epochs: '0' is not a positive integer"),
     (["run", "--epochs", "-3"], "not a positive integer"),
     (["run", "--epochs", "two"], "'two' is not an integer"),
@@ -36,6 +43,14 @@ def test_core_imports_no_framework():
 ])
 def test_bad_input_is_one_line(args, fragment):
     assert_one_line_error(harness(*args, timeout=60), fragment)
+
+
+@pytest.mark.skipif(not devices.gpu_visible(), reason="needs a visible NVIDIA GPU (without one, see above)")
+def test_cuda_index_beyond_the_gpus_is_one_line():
+    """The GPU host's counterpart of the 'no NVIDIA GPU' cases: a device index no framework sees (or, with
+    CPU-only builds, the build) is one error line before anything trains."""
+    proc = harness("run", "--backends", "torch", "--device", "cuda:99", timeout=120)
+    assert_one_line_error(proc, "device 'cuda:99'")
 
 
 def test_output_folder_with_another_run_is_refused(tmp_path):

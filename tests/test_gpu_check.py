@@ -1,11 +1,13 @@
-"""benchmarks/gpu_check.sh: its CPU dry run end to end, and a run whose every step fails (it keeps going,
-writes the whole summary and exits 1)."""
+"""benchmarks/gpu_check.sh: its CPU dry run end to end (--full), a run whose every step fails (it keeps
+going, writes the whole summary and exits 1), and the default selection's budgets, skips and verdicts
+with a stand-in interpreter (a step over its budget is stopped, `check` exiting 3 judged nothing)."""
 from __future__ import annotations
 
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,67 +15,125 @@ import pytest
 from tests.conftest import ROOT
 
 SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
-STEPS = ["probe", "all-5", "full-50", "jax-warm-50", "torch-compile-reduce-overhead-50", "parity", "resume",
-         "check", "pytest-cuda"]
+STEPS = ["probe", "full-50", "jax-warm-50", "all-5", "torch-compile-reduce-overhead-50",
+         "torch-compile-max-autotune-50", "torch-compile-max-autotune-no-cudagraphs-50", "bf16-5", "conv-3",
+         "iwae", "parity", "resume", "check", "pytest-cuda", "calibrate-cuda"]
+DEFAULT = ["probe", "full-50", "jax-warm-50", "all-5", "parity", "check", "pytest-cuda"]
 
 
-def gpu_check(data_dir: Path, out: Path, python: str, **env: str) -> subprocess.CompletedProcess:
+def gpu_check(data_dir: Path, out: Path, python: str, *flags: str, **env: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "GPU_CHECK_DEVICE": "cpu", "GPU_CHECK_TINY": "1", "PYTHON": python,
            "GPU_CHECK_COMPILE_MODES": "default reduce-overhead", **env}
-    return subprocess.run(["bash", str(SCRIPT), str(data_dir), str(out)], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=3000)
+    return subprocess.run(["bash", str(SCRIPT), *flags, str(data_dir), str(out)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=3000)
 
 
-def steps(out: Path) -> list[list[str]]:
-    return [line.split("\t") for line in (out / "steps.tsv").read_text().splitlines()]
+def steps(out: Path) -> dict[str, list[str]]:
+    rows = [line.split("\t") for line in (out / "steps.tsv").read_text().splitlines()]
+    assert all(len(r) == 6 for r in rows), rows  # name, status, seconds, code, budget, note
+    return {r[0]: r[1:] for r in rows}
 
 
 def backend(run_dir: Path, name: str) -> dict:
     return next(r for r in json.loads((run_dir / "results.json").read_text())["results"] if r["backend"] == name)
 
 
+def stand_in(tmp_path: Path, body: str) -> str:
+    """An interpreter that answers `-m ...` with `body` (bash) and runs everything else with this Python."""
+    fake = tmp_path / "python"
+    fake.write_text(f'#!/bin/bash\nif [ "$1" = -m ]; then\n{body}\nfi\nexec {sys.executable} "$@"\n')
+    fake.chmod(0o755)
+    (tmp_path / "data").mkdir()
+    return str(fake)
+
+
 @pytest.mark.slow
 def test_cpu_dry_run(tmp_path, mnist):
     out = tmp_path / "out"
-    proc = gpu_check(mnist.directory, out, sys.executable, VAE_BENCH_CACHE=str(tmp_path / "cache"))
+    proc = gpu_check(mnist.directory, out, sys.executable, "--full", VAE_BENCH_CACHE=str(tmp_path / "cache"),
+                     GPU_CHECK_BUDGET_SCALE="20")  # a busy 2-core CPU, not an H100
     summary = (out / "summary.md").read_text()
     assert proc.returncode == 0, proc.stdout[-3000:] + summary
-    assert [s[0] for s in steps(out)] == STEPS and all(s[1] == "ok" for s in steps(out))
-    assert summary.startswith("# GPU check: all steps passed")
+    done = steps(out)
+    assert list(done) == STEPS
+    skipped = {"torch-compile-max-autotune-50", "torch-compile-max-autotune-no-cudagraphs-50", "calibrate-cuda"}
+    assert all(s[0] == ("skipped" if name in skipped else "ok") for name, s in done.items()), done
+    assert done["calibrate-cuda"][4] == "GPU only"
+    assert summary.startswith("# GPU check: every step run passed")
+    assert "calibrate-cuda (GPU only)" in summary and "Over budget: none" in summary
     assert "| jax: warm compile s (jax-warm-50) |" in summary and "n/a on cpu" in summary
+    assert "| jax-warm-50 | jax | " in summary.split("## Where each job's wall time went")[1]
     runs = out / "runs"
-    for name in ("all-5", "full-50", "torch-compile-reduce-overhead-50"):
-        assert (runs / name / "report.md").is_file()
-    assert backend(runs / "full-50", "jax")["compile_cache"] == "cold"  # --cold-compile
+    for name in ("all-5", "full-50", "torch-compile-reduce-overhead-50", "bf16-5", "conv-3"):
+        assert (runs / name / "report.md").is_file(), name
+    # the check's own caches start empty: full-50 compiles cold and fills them for the runs after it
+    assert backend(runs / "full-50", "jax")["compile_cache"] == "cold"
     assert backend(runs / "full-50", "torch-compile")["compile_cache"] == "cold"
-    assert backend(runs / "jax-warm-50", "jax")["compile_cache"] == "warm"  # all-5 filled the cache
+    assert backend(runs / "jax-warm-50", "jax")["compile_cache"] == "warm"
+    assert backend(runs / "all-5", "torch-compile")["compile_cache"] == "warm"
     assert backend(runs / "torch-compile-reduce-overhead-50", "torch-compile")["status"] == "ok"
+    assert backend(runs / "bf16-5", "jax")["backend_info"]["precision"] == "bf16"
+    assert json.loads((runs / "conv-3" / "results.json").read_text())["config"]["model"]["workload"] == "conv-vae"
+    assert backend(runs / "full-50", "jax")["evaluation"]["iwae_subset"]["k"] == 20  # the iwae step (64 images)
     assert (runs / "parity" / "parity.json").is_file()
     assert "equals" in (out / "logs" / "resume.log").read_text()
     assert backend(runs / "resume-interrupted", "torch")["epochs"]
 
 
 def test_failed_steps_do_not_stop_the_check(tmp_path):
-    """Every harness command fails at once (a stand-in interpreter); the summary still lists every step."""
-    fake = tmp_path / "python"
-    fake.write_text(f'#!/bin/bash\nif [ "$1" = -m ]; then echo "fake failure: $*" >&2; exit 3; fi\n'
-                    f'exec {sys.executable} "$@"\n')
-    fake.chmod(0o755)
-    (tmp_path / "data").mkdir()
+    """Every harness command fails at once; the summary still lists every step of --full."""
+    fake = stand_in(tmp_path, '    echo "fake failure: $*" >&2; exit 3')
     out = tmp_path / "out"
-    proc = gpu_check(tmp_path / "data", out, str(fake))
+    proc = gpu_check(tmp_path / "data", out, fake, "--full")
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert [s[0] for s in steps(out)] == STEPS
-    assert all(s[1] == "failed" for s in steps(out))
+    done = steps(out)
+    assert list(done) == STEPS
+    needs = {"iwae", "check"}  # both read full-50, which failed
+    skipped = needs | {"torch-compile-max-autotune-50", "torch-compile-max-autotune-no-cudagraphs-50",
+                       "calibrate-cuda"}
+    assert all(s[0] == ("skipped" if name in skipped else "failed") for name, s in done.items()), done
+    assert all(done[n][4] == "needs full-50, which did not pass" for n in needs)
     summary = (out / "summary.md").read_text()
-    assert summary.startswith("# GPU check: FAILED: probe, all-5, full-50")
+    assert summary.startswith("# GPU check: FAILED: probe, full-50, jax-warm-50, all-5")
     assert "| parity | failed |" in summary and "unmeasured" in summary.split("## Goals")[1]
     assert "fake failure: -m harness probe" in (out / "logs" / "probe.log").read_text()
     assert "gpu check FAILED" in proc.stdout
 
 
+def test_default_selection_budgets_and_verdicts(tmp_path):
+    """The default selection: --full's steps skipped and said so; a step over its budget is stopped and the
+    next one starts; `check` exiting 3 (judged nothing) fails; the budgets of the default add up to 460 s."""
+    fake = stand_in(tmp_path, '    case "$2 $3" in\n'
+                              '        "harness probe") exec sleep 60 ;;\n'
+                              '        "harness check") echo "not judged" >&2; exit 3 ;;\n'
+                              '        *) exit 0 ;;\n'
+                              '    esac')
+    out = tmp_path / "out"
+    t = time.monotonic()
+    proc = gpu_check(tmp_path / "data", out, fake, GPU_CHECK_BUDGETS="probe=1")
+    assert time.monotonic() - t < 60, "the probe's budget did not stop it"
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    done = steps(out)
+    assert list(done) == STEPS
+    assert done["probe"][0] == "over-budget" and float(done["probe"][1]) < 10 and done["probe"][3] == "1"
+    assert done["probe"][4] == "stopped at its budget of 1 s"
+    assert done["check"][0] == "failed" and done["check"][2] == "3"
+    assert done["check"][4] == "judged nothing (exit 3)"
+    for name, s in done.items():
+        if name in DEFAULT:
+            assert s[0] in ("ok", "failed", "over-budget"), (name, s)
+        else:
+            assert s[0] == "skipped" and s[4] == ("GPU only" if name == "calibrate-cuda" else "--full only"), name
+    assert 30 + sum(int(done[n][3]) for n in DEFAULT if n != "probe") == 460  # probe's own budget is 30
+    summary = (out / "summary.md").read_text()
+    assert summary.startswith("# GPU check: FAILED: probe, check")
+    assert "Over budget: probe." in summary and "resume (--full only)" in summary
+    assert "| check | failed | " in summary and "judged nothing (exit 3)" in summary
+    assert "gpu check FAILED: probe check" in proc.stdout
+
+
 def test_usage_errors():
     proc = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True)
-    assert proc.returncode == 2 and "usage" in proc.stderr
+    assert proc.returncode == 2 and "usage" in proc.stderr and "--full" in proc.stderr
     proc = subprocess.run(["bash", str(SCRIPT), "/nonexistent-data", "/tmp/x"], capture_output=True, text=True)
     assert proc.returncode == 2 and "is not a folder" in proc.stderr

@@ -21,7 +21,8 @@ def test_probe_replays_the_epoch_as_a_cuda_graph_and_probes_tf32():
     assert out["floor_method"] == "cuda-graph replay"
     assert out["floor_seconds_per_epoch"] > 0 and out["floor_seconds_per_epoch_tf32"] > 0
     assert out["peak_gflops_tf32"] > 0
-    assert not torch.backends.cuda.matmul.allow_tf32  # the probe leaves float32 as it found it
+    from backends.torch import precision as torch_precision
+    assert not torch_precision.tf32_enabled()  # the probe leaves float32 as it found it
 
     m, device = ModelConfig(), torch.device("cuda")
     batch_sizes = m.batch_sizes(60_000)

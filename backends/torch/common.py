@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from backends.torch import precision as torch_precision
 from backends.base import Metrics, Noise, per_sample
 from harness.config import ModelConfig, RunConfig
 from harness.errors import HarnessError
@@ -83,9 +84,7 @@ def configure(config: RunConfig) -> None:
     """Threads as the harness resolved them; float32 means float32 (TF32 only when asked for)."""
     if config.threads:
         torch.set_num_threads(config.threads)
-    torch.set_float32_matmul_precision("high" if config.precision == "tf32" else "highest")
-    torch.backends.cuda.matmul.allow_tf32 = config.precision == "tf32"
-    torch.backends.cudnn.allow_tf32 = config.precision == "tf32"
+    torch_precision.set_tf32(config.precision == "tf32")  # one TF32 API per process (torch_precision)
 
 
 def make_adam(model: nn.Module, m: ModelConfig, device: torch.device, **kw) -> torch.optim.Adam:

@@ -6,9 +6,11 @@ from typing import Any
 
 import torch
 
+from backends.torch import precision
+
 
 def versions() -> dict[str, Any]:
     """torch's version, threads and numeric settings."""
     return {"torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "torch_cuda": torch.version.cuda, "matmul_precision": torch.get_float32_matmul_precision(),
+            "torch_cuda": torch.version.cuda, **precision.settings(),
             "mkl_cbwr": os.environ.get("MKL_CBWR") or "off"}  # harness/execution/child_env.py

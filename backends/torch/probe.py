@@ -26,6 +26,7 @@ import time
 
 import torch
 
+from backends.torch import precision as torch_precision
 from harness.config import ModelConfig
 from workloads.mlp_vae import train_products
 
@@ -87,11 +88,6 @@ def as_cuda_graph(run, device: torch.device):
     return graph.replay
 
 
-def set_tf32(on: bool) -> None:
-    torch.backends.cuda.matmul.allow_tf32 = on
-    torch.set_float32_matmul_precision("high" if on else "highest")
-
-
 def floor_seconds(m: ModelConfig, batch_sizes: list[int], device: torch.device, repeats: int,
                   dtype: torch.dtype = torch.float32) -> float:
     """Best-of-`repeats` seconds of one epoch's matrix products (replayed as a CUDA graph on CUDA)."""
@@ -109,7 +105,7 @@ def probe(device_name: str, threads: int, repeats: int = 5, n_train: int = 60_00
     m = ModelConfig()
     batch_sizes = m.batch_sizes(n_train)
     peak_n = 8192 if device.type == "cuda" else 2048
-    set_tf32(False)  # the float32 figures are true float32 whatever the defaults
+    torch_precision.set_tf32(False)  # the float32 figures are true float32 whatever the defaults
     out = {
         "framework": f"torch {torch.__version__}",
         "device": device_name,
@@ -127,10 +123,10 @@ def probe(device_name: str, threads: int, repeats: int = 5, n_train: int = 60_00
         "floor_batches": len(batch_sizes),
     })
     if precision == "tf32" and device.type == "cuda":
-        set_tf32(True)
+        torch_precision.set_tf32(True)
         out["peak_gflops_tf32"] = matmul_peak_gflops(device, peak_n, repeats)
         out["floor_seconds_per_epoch_tf32"] = floor_seconds(m, batch_sizes, device, repeats)
-        set_tf32(False)
+        torch_precision.set_tf32(False)
     if precision == "bf16":
         out["peak_gflops_bf16"] = matmul_peak_gflops(device, peak_n, repeats, torch.bfloat16)
         out["floor_seconds_per_epoch_bf16"] = floor_seconds(m, batch_sizes, device, repeats, torch.bfloat16)

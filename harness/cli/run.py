@@ -10,7 +10,7 @@ from harness import data
 from harness.cli.flags import add_run_flags, non_negative_int, run_config
 from harness.config import RunConfig
 from harness.execution import devices, runner
-from harness.measurement import results
+from harness.measurement import results, walltime
 
 
 def add_subcommands(sub) -> None:
@@ -50,20 +50,27 @@ def cmd_run(args, argv) -> int:
         run_dir = args.resume
         runner.prepare_run_dir(run_dir, resume=True, force=False)
         record = results.load(run_dir)
+        done_before = {r.key for r in record.results if r.status == "ok"}  # not run again: not timed again
         config = RunConfig.from_dict(record.config)
         devices.resolve_device(config.device, backends.frameworks(config.backends))
         console.print(f"resuming {run_dir}: " + ", ".join(
             f"{r.backend} {r.status} after {len(r.epochs)} epoch(s)" for r in record.results))
     else:
         config = run_config(args)
+        done_before = set()
         run_dir = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
         runner.prepare_run_dir(run_dir, resume=False, force=args.force)
     mnist_dir, source = data.locate(args.data_dir)
     console.print(f"MNIST: {mnist_dir} ({source}); results: {run_dir / results.RESULTS_FILE}")
     command = "python -m harness " + " ".join(shlex.quote(a) for a in argv)
+    execute_started = time.time()
     with RunProgress(config.epochs) as progress:
         record = runner.execute(config, run_dir, mnist_dir, command=command, resume=bool(args.resume),
                                 probe=not args.no_probe, on_event=progress.on_event)
+    record.wall_seconds = walltime.run_breakdown(walltime.process_started_at(), execute_started, time.time(),
+                                                 [r.wall_seconds.get("total", 0.0) for r in record.results
+                                                  if r.key not in done_before])
+    results.save(record, run_dir)
     console.print(results_table(record))
     print_failures(record)
     console.print(f"results: {run_dir / results.RESULTS_FILE}")

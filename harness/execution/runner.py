@@ -12,6 +12,7 @@ import dataclasses
 import importlib.util
 import os
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -21,7 +22,7 @@ from harness import atomic
 from harness.config import RunConfig
 from harness.errors import HarnessError
 from harness.execution import child_process
-from harness.measurement import results
+from harness.measurement import results, walltime
 from harness.measurement.measure import summarize
 from harness.measurement.results import BackendResult, EpochRecord, RunRecord
 
@@ -131,6 +132,7 @@ def _run_one(record: RunRecord, job: Job, result: BackendResult, run_dir: Path, 
         result.error = f"{spec.framework} is not installed; install it with: pip install -e '.[{spec.extra}]'"
         on_event(result, {"event": "unavailable"})
         return
+    started_at = time.time()  # the job's wall time starts here (harness.measurement.walltime)
     folder = job.folder(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     job_file = folder / "job.json"
@@ -144,12 +146,19 @@ def _run_one(record: RunRecord, job: Job, result: BackendResult, run_dir: Path, 
         result.epochs = []
     n_train = job.config.train_limit or 60_000
 
+    last_wall: dict = {}  # the child's latest wall-time snapshot
+
     def handle(event: dict) -> None:
+        if "wall" in event:
+            last_wall.update(event["wall"])
         _apply_event(result, event, record.probe, job.config, n_train)
         results.save(record, run_dir)
         on_event(result, event)
 
-    code, timed_out = child_process.run(job_file, folder / STDERR_LOG, job.config.timeout, handle)
+    try:
+        code, timed_out = child_process.run(job_file, folder / STDERR_LOG, job.config.timeout, handle)
+    finally:  # interrupted too: the parts it reached
+        result.wall_seconds = walltime.breakdown(started_at, time.time(), last_wall or None)
     if result.status == "running":  # the child ended without saying done, diverged or error
         result.status = "failed"
         if timed_out:

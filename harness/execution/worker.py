@@ -7,13 +7,16 @@ After every epoch the full training state is checkpointed atomically, so `--resu
 """
 from __future__ import annotations
 
+import time
+
+STARTED_AT, STARTED = time.time(), time.perf_counter()  # before the imports: they are part of the wall time
+
 import dataclasses
 import json
 import math
 import os
 import resource
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +28,7 @@ from harness.draws import epoch_permutation, init_params
 from harness.errors import HarnessError
 from harness.execution import caches
 from harness.measurement.results import EpochRecord
+from harness.measurement.walltime import ChildClock
 
 CHECKPOINT = "checkpoint.npz"
 PARAMS = "params.npz"
@@ -73,16 +77,18 @@ def save_checkpoint(path: Path, state: dict[str, np.ndarray], meta: dict) -> Non
     atomic.write_npz(path, {**state, "meta": np.array(json.dumps(meta))})
 
 
-def train(job: dict, events: Events) -> None:
+def train(job: dict, events: Events, clock: ChildClock | None = None) -> None:
     config = RunConfig.from_dict(job["config"])
     # Before the framework is imported: both read their cache settings from the environment then.
     with caches.activated(config.cold_compile) as compile_caches:
-        _train(job, events, config, compile_caches)
+        _train(job, events, config, compile_caches, clock or ChildClock(time.time()))
 
 
-def _train(job: dict, events: Events, config: RunConfig, compile_caches: caches.CompileCaches) -> None:
+def _train(job: dict, events: Events, config: RunConfig, compile_caches: caches.CompileCaches,
+           clock: ChildClock) -> None:
     backend_name, seed = job["backend"], job["seed"]
     job_dir = Path(job["job_dir"])
+    t = time.perf_counter()
     threads = pin_threads(config.threads, job.get("cores"))
 
     import backends  # after pinning, so the framework's thread pools see the affinity
@@ -90,8 +96,10 @@ def _train(job: dict, events: Events, config: RunConfig, compile_caches: caches.
 
     config = dataclasses.replace(config, threads=threads)
     backend = backends.create(backend_name)
+    t = clock.since("interpreter_and_imports", t)
     events.send("started", pid=os.getpid(), threads=threads, cores=sorted(os.sched_getaffinity(0)))
 
+    t = time.perf_counter()
     mnist = data.load(job["data_dir"], allow_download=False)
     train_x, test_x = mnist.train_x, mnist.test_x
     if config.train_limit:
@@ -100,7 +108,7 @@ def _train(job: dict, events: Events, config: RunConfig, compile_caches: caches.
         test_x = test_x[:config.test_limit]
     n = train_x.shape[0]
 
-    t = time.perf_counter()
+    t = clock.since("data_load", t)
     backend.setup(init_params(seed, config.model), train_x, test_x, config)
     start_epoch, elapsed = 1, 0.0
     if job.get("resume") and (job_dir / CHECKPOINT).exists():
@@ -109,8 +117,10 @@ def _train(job: dict, events: Events, config: RunConfig, compile_caches: caches.
         start_epoch, elapsed = meta["epoch"] + 1, meta["elapsed_seconds"]
         events.send("resumed", epoch=meta["epoch"], record=meta["record"])
     backend.synchronize()
+    setup_seconds = time.perf_counter() - t
+    clock.add("framework_init", setup_seconds)
     # After setup: backends apply their precision settings there, and the record must show the real ones.
-    events.send("setup", setup_seconds=time.perf_counter() - t, backend_info=framework_info(backend_name, config, getattr(backend, "describe", dict)()),
+    events.send("setup", setup_seconds=setup_seconds, wall=clock.snapshot(), backend_info=framework_info(backend_name, config, getattr(backend, "describe", dict)()),
                 memory={"rss_before_training_bytes": current_rss_bytes(), **_prefix(backend.device_memory(), "device_before_training_")})
 
     compiler = backends.REGISTRY[backend_name].compiler
@@ -120,12 +130,13 @@ def _train(job: dict, events: Events, config: RunConfig, compile_caches: caches.
     backend.warmup()
     backend.synchronize()
     compile_seconds = time.perf_counter() - t
+    clock.add("compile", compile_seconds)
     elapsed += compile_seconds
     after = caches.count_entries(cache_folder)
     cache_state = caches.classify(compiler, compile_caches.forced_cold, before, after)
     if cache_folder is not None:  # for the stderr log: how the state was decided
         print(f"compile cache {cache_folder}: {before} -> {after} entries: {cache_state}", file=sys.stderr)
-    events.send("compiled", compile_seconds=compile_seconds, compile_cache=cache_state)
+    events.send("compiled", compile_seconds=compile_seconds, compile_cache=cache_state, wall=clock.snapshot())
 
     last_finite = None
     eval_noise = pass_noise(config.noise, seed, 0, test_x.shape[0], config.model.latent_dim)
@@ -137,6 +148,8 @@ def _train(job: dict, events: Events, config: RunConfig, compile_caches: caches.
         t = time.perf_counter()
         ev = backend.evaluate(eval_noise)
         eval_seconds = time.perf_counter() - t
+        clock.add("train", train_seconds)
+        clock.add("evaluate", eval_seconds)
         elapsed += train_seconds + eval_seconds
         losses = (train_loss, *ev.values())
         if not all(math.isfinite(x) for x in losses):
@@ -147,15 +160,22 @@ def _train(job: dict, events: Events, config: RunConfig, compile_caches: caches.
                              eval_seconds=eval_seconds, samples_per_second=n / train_seconds,
                              eval_samples_per_second=test_x.shape[0] / eval_seconds,
                              elapsed_seconds=elapsed)
+        t = time.perf_counter()
         save_checkpoint(job_dir / CHECKPOINT, backend.get_state(),
                         {"epoch": epoch, "elapsed_seconds": elapsed, "record": record.__dict__})
-        events.send("epoch", record=record.__dict__, memory=_memory(backend))
+        clock.since("write", t)
+        events.send("epoch", record=record.__dict__, memory=_memory(backend), wall=clock.snapshot())
 
     if config.repeats:
-        events.send("repeats", train_seconds=timed_repeats(backend, config, seed, n))
+        t = time.perf_counter()
+        repeats = timed_repeats(backend, config, seed, n)
+        clock.since("repeats", t)
+        events.send("repeats", train_seconds=repeats)
+    t = time.perf_counter()
     params = {k: v for k, v in backend.get_state().items() if not k.startswith("adam.")}
     atomic.write_npz(job_dir / PARAMS, params)
-    events.send("done", params_file=PARAMS, memory=_memory(backend))
+    clock.since("write", t)
+    events.send("done", params_file=PARAMS, memory=_memory(backend), wall=clock.snapshot())
 
 
 def timed_repeats(backend, config: RunConfig, seed: int, n: int) -> list[float]:
@@ -182,10 +202,12 @@ def _memory(backend) -> dict[str, float]:
 
 
 def main(argv: list[str]) -> int:
+    clock = ChildClock(STARTED_AT)
+    clock.since("interpreter_and_imports", STARTED)
     events = Events()
     job = json.loads(Path(argv[0]).read_text())
     try:
-        train(job, events)
+        train(job, events, clock)
     except HarnessError as exc:
         events.send("error", message=str(exc))
         return 2

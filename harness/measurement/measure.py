@@ -106,17 +106,28 @@ def cpu_flags() -> list[str]:
     return []
 
 
-def git_info() -> dict[str, Any]:
-    root = Path(__file__).resolve().parent.parent
+def git_info(root: Path | None = None) -> dict[str, Any]:
+    """The commit of the project's own checkout (and whether tracked files differ from it).
+
+    {"commit": "unknown", "dirty": None} when the source tree is not a git checkout of its own: a copy
+    without .git inside another repository would otherwise report that repository's commit (seen on the
+    H200 at b44716e), so the checkout's top level must be this source tree's root.
+    """
+    root = (root or Path(__file__).resolve().parents[2]).resolve()  # the folder holding harness/
+    unknown = {"commit": "unknown", "dirty": None}
+
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
                               timeout=10).stdout.strip()
     try:
+        top = git("rev-parse", "--show-toplevel")
+        if not top or Path(top).resolve() != root:
+            return unknown
         commit = git("rev-parse", "--verify", "-q", "HEAD")
         dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
-    return {"commit": commit or None, "dirty": dirty if commit else None}
+        return unknown
+    return {"commit": commit, "dirty": dirty} if commit else unknown
 
 
 def gpu_info() -> list[dict[str, str]]:

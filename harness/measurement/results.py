@@ -81,6 +81,8 @@ class BackendResult:
     repeat_seconds: list[float] = field(default_factory=list)  # --repeats: extra timed epochs
     stderr_tail: str | None = None
     params_file: str | None = None
+    # Where the job's wall time went, by part, and its total (harness.measurement.walltime; {} before it)
+    wall_seconds: dict[str, float] = field(default_factory=dict)
     # Estimates computed later from the saved params (`harness evaluate`), e.g. {"iwae": {"k": 5000, ...}}
     evaluation: dict[str, Any] = field(default_factory=dict)
 
@@ -105,6 +107,8 @@ class RunRecord:
     results: list[BackendResult]
     probe: dict[str, Any] | None = None
     command: str = ""
+    # `harness run`'s own wall time by part (harness.measurement.walltime.run_breakdown; {} before it)
+    wall_seconds: dict[str, float] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def find(self, backend: str, device: str, seed: int) -> BackendResult | None:
@@ -117,7 +121,7 @@ class RunRecord:
     def from_dict(cls, d: dict) -> "RunRecord":
         return cls(config=d["config"], environment=d.get("environment", {}),
                    results=[BackendResult.from_dict(r) for r in d.get("results", [])],
-                   probe=d.get("probe"), command=d.get("command", ""),
+                   probe=d.get("probe"), command=d.get("command", ""), wall_seconds=d.get("wall_seconds") or {},
                    schema_version=SCHEMA_VERSION)  # read into this version's shape, so written as it
 
 

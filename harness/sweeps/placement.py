@@ -44,3 +44,24 @@ def gpu_slots(gpus: Sequence[str], cores: Sequence[int]) -> list[Slot]:
 def job_threads(requested: int, slot: Slot) -> int:
     """Threads of a job in `slot`: as requested (0 = all), never more than its cores."""
     return min(requested or len(slot.cores), len(slot.cores))
+
+
+def ray_gpu_cores(cores: Sequence[int], gpu_ids: Sequence[str], node_gpus: int) -> tuple[int, ...] | None:
+    """The cores of a Ray GPU job: the block the local executor gives the slot of the same GPU.
+
+    `cores` are all of the node's cores, `gpu_ids` the GPU ids Ray assigned to the task (one: a job asks
+    for one GPU) and `node_gpus` the node's GPU count. Ray's ids are node-local indices 0..node_gpus-1
+    when its raylet sees every GPU; for anything else (no id, several, an id outside that range, e.g. a
+    raylet started with a subset of CUDA_VISIBLE_DEVICES) the block is unknown and None is returned: the
+    job then keeps every core, as before.
+    """
+    if len(gpu_ids) != 1 or not str(gpu_ids[0]).isdigit() or node_gpus < 1:
+        return None
+    index = int(gpu_ids[0])
+    blocks = min(node_gpus, len(set(cores)))
+    if index >= node_gpus:
+        return None
+    if index >= blocks:  # as gpu_slots: with fewer cores than GPUs, the GPUs beyond them get no slot
+        raise HarnessError(f"GPU {index} of a node with {node_gpus} GPUs and {len(set(cores))} CPU cores: "
+                           "every concurrent GPU job needs a core of its own")
+    return tuple(split_cores(cores, blocks)[index])

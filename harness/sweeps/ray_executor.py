@@ -16,6 +16,7 @@ from harness.config import RunConfig
 from harness.errors import HarnessError
 from harness.execution import runner
 from harness.measurement import results
+from harness.sweeps import placement
 from harness.sweeps.executor_common import GPU_ENV, OnDone, OnStart, job_outcome
 from harness.sweeps.state import JobOutcome, SweepJob, SweepSpec
 
@@ -43,7 +44,10 @@ def run_ray_job(config_dict: dict, mnist: dict[str, bytes], env: dict[str, str |
     """The Ray task: one job in a temporary folder of its node; returns the job folder's files.
 
     Runs in a Ray worker on any node. The config's threads, if 0, become the CPUs Ray assigned to the
-    task (every CPU of a node for a CPU job), so the job uses exactly what it reserved.
+    task (every CPU of a node for a CPU job), so the job uses exactly what it reserved. A GPU job is
+    pinned to its GPU's share of the node's cores, as the local executor pins it (placement), so GPU jobs
+    running at once on one node do not compete for cores; the worker's own affinity comes back afterwards
+    (Ray reuses workers for later tasks).
     """
     import ray
 
@@ -54,10 +58,33 @@ def run_ray_job(config_dict: dict, mnist: dict[str, bytes], env: dict[str, str |
         else:
             os.environ[key] = value
     config = RunConfig.from_dict(config_dict)
-    if not config.threads:
-        assigned = ray.get_runtime_context().get_assigned_resources().get("CPU", 0)
-        threads = int(assigned) if config.device == "cpu" else 0
-        config = RunConfig.from_dict({**config_dict, "threads": threads or len(os.sched_getaffinity(0))})
+    worker_cores = os.sched_getaffinity(0)
+    try:
+        if config.device != "cpu":
+            cores = gpu_job_cores(ray, sorted(worker_cores))
+            if cores:
+                os.sched_setaffinity(0, cores)  # the job's processes inherit it; the runner records it
+                config = RunConfig.from_dict({**config_dict, "threads": placement.job_threads(
+                    config.threads, placement.Slot("", cores))})
+        if not config.threads:
+            assigned = ray.get_runtime_context().get_assigned_resources().get("CPU", 0)
+            threads = int(assigned) if config.device == "cpu" else 0
+            config = RunConfig.from_dict({**config.to_dict(), "threads": threads or len(os.sched_getaffinity(0))})
+        return _run_in_temp(ray, config, mnist, command, started)
+    finally:
+        os.sched_setaffinity(0, worker_cores)
+
+
+def gpu_job_cores(ray, node_cores: list[int]) -> tuple[int, ...] | None:
+    """This task's share of its node's cores (placement.ray_gpu_cores), or None when it cannot be known."""
+    context = ray.get_runtime_context()
+    node = next((n for n in ray.nodes() if n.get("NodeID") == context.get_node_id()), {})
+    return placement.ray_gpu_cores(node_cores, context.get_accelerator_ids().get("GPU", []),
+                                   int(node.get("Resources", {}).get("GPU", 0)))
+
+
+def _run_in_temp(ray, config: RunConfig, mnist: dict[str, bytes], command: str, started: float) -> dict:
+    """The job in a temporary folder of this node; returns its files, the node's name and the start time."""
     with tempfile.TemporaryDirectory(prefix="vae-bench-job-") as tmp:
         mnist_dir, run_dir = Path(tmp) / "mnist", Path(tmp) / "job"
         mnist_dir.mkdir()

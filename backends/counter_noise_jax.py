@@ -3,8 +3,10 @@
 uint32 throughout, so it needs no jax_enable_x64: the 64-bit element index is carried as two uint32
 words, and the Philox multiply is split into 16-bit halves so that every intermediate fits in uint32.
 seed, epoch, stream and start may be traced (jit, vmap over the seeds of an ensemble); count and latent
-fix the shape and are static. The float32 transform runs the NumPy reference's operations in its
-order; tests/test_counter_noise.py measures how far they differ.
+fix the shape and are static. Each output element runs the Philox of its own block (4x the reference's
+Philox work) so the program stays elementwise. The float32 transform runs the NumPy reference's
+operations in its order, each product hidden from fused multiply-add contraction (`_rounded`);
+tests/test_counter_noise.py measures how far they differ. Measured on the CPU only, never on a GPU.
 """
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 
 Why counter-based: every value is a pure function of (seed, epoch, stream, element index), so any
 member of a seed ensemble, any slice of an epoch (rows i..j) and any device can generate exactly its
-own part without drawing, or skipping over, anything before it. `backends/counter_noise_torch.py`
-and `backends/counter_noise_jax.py` write the same definition in torch and jax;
+own part without drawing, or skipping over, anything before it. `backends/torch/counter_noise.py`
+and `backends/jax/counter_noise.py` write the same definition in torch and jax;
 `tests/test_counter_noise.py` holds them to this module (the words bit for bit, the normals to the
 measured ulp bound) and this module to the published known answers.
 

@@ -34,14 +34,14 @@ def ulps(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def torch_noise():
     pytest.importorskip("torch")
-    from backends import counter_noise_torch
+    from backends.torch import counter_noise as counter_noise_torch
     return counter_noise_torch
 
 
 @pytest.fixture(scope="module")
 def jax_noise():
     pytest.importorskip("jax")
-    from backends import counter_noise_jax
+    from backends.jax import counter_noise as counter_noise_jax
     return counter_noise_jax
 
 

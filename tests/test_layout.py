@@ -171,10 +171,11 @@ UTILITIES = {"harness", "harness.errors", "harness.atomic"}
 LAYERS: dict[str, set[str]] = {
     "workloads": set(),  # a model file names harness.config for type hints only (under TYPE_CHECKING)
     "harness.data": set(),
+    "harness.counter_noise": set(),  # the noise definition, NumPy only (its framework twins live in backends/)
     "harness.config": {"workloads"},
-    "harness.draws": {"harness.config", "workloads"},
+    "harness.draws": {"harness.config", "harness.counter_noise", "workloads"},
     "harness.measurement": {"harness.config", "workloads"},
-    "backends": {"harness.config", "harness.draws", "harness.data", "workloads"},
+    "backends": {"harness.config", "harness.draws", "harness.counter_noise", "harness.data", "workloads"},
     "harness.execution": {"backends", "harness.measurement", "harness.config", "harness.draws", "harness.data",
                           "workloads"},
     "harness.sweeps": {"harness.execution", "harness.measurement", "harness.config", "harness.data", "workloads"},

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 import workloads
+from harness.errors import HarnessError
 from workloads.spec import Workload
 
 TRAIN_SIZE = 60_000
@@ -40,8 +41,17 @@ class ModelConfig:
     drop_last: bool = False
 
     def spec(self) -> Workload:
-        """The workload this config trains (its layers, init rule, metrics and FLOP counts)."""
-        return workloads.get(self.workload)
+        """The workload this config trains (its layers, init rule, metrics and FLOP counts): the one way
+        the harness goes from a config to its workload. A name this version does not know (say, in a
+        results file of a newer one) is one error line."""
+        try:
+            return workloads.get(self.workload)
+        except ValueError as exc:
+            raise HarnessError(str(exc)) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The form results.json's `config.model` and targets.toml's `calibrated_on.model` hold."""
+        return dataclasses.asdict(self)
 
     def oracle(self):
         """The workload's float64 NumPy oracle module (forward, loss_and_grad, decode)."""
@@ -99,6 +109,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def to_dict(self) -> dict:
+        """The form results.json's `config` holds (RunConfig.from_dict reads it back)."""
         return dataclasses.asdict(self)
 
     def options(self, backend: str) -> dict[str, Any]:
@@ -107,6 +118,8 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
+        """From a results file's `config`, of this version or an older one: the one place old records are
+        migrated (fields they lack take what those runs did, fields this version does not know are dropped)."""
         d = dict(d)
         d["backends"] = tuple(d.get("backends", ()))
         d["model"] = ModelConfig.from_dict(d.get("model", {}))

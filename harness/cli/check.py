@@ -79,7 +79,7 @@ def cmd_check(args, argv) -> int:
     profile = get_profile(args.profile, args.targets)
     if args.from_run:
         out, record = args.from_run, results.load(args.from_run)
-        seed = record.config.get("seed")
+        seed = record.config.seed
     else:
         config = _profile_config(args, profile, args.seed if args.seed is not None else profile.seed)
         out = args.out or Path("runs") / f"check-{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -124,7 +124,7 @@ def _say(line: str) -> None:
 def evaluate_run(run_dir: Path, opts: Options, mnist_dir: Path, say=_say) -> list[str]:
     """Evaluate the selected backends of one run, saving results.json after each; return the failures."""
     record = results.load(run_dir)
-    workload = results.workload_of(record.config)
+    workload = record.config.model.spec()
     if workload.name not in IWAE_WORKLOADS:
         raise HarnessError(f"{run_dir}: trained {workload.name}; the IWAE estimate is written for "
                            f"{', '.join(IWAE_WORKLOADS)} only (its encoder and decoder are the MLP's)")

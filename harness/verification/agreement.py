@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from harness.config import RunConfig
+
 # The fields of an experiment, in the order a mismatch is reported.
 EXPERIMENT_FIELDS = ("device_kind", "model", "precision", "train_limit", "test_limit", "noise")
 
@@ -20,18 +22,18 @@ def device_kind(device: str) -> str:
     return device.split(":", 1)[0]
 
 
-def experiment(config: dict[str, Any], device: str | None = None) -> dict[str, Any]:
-    """The comparability key of a run's config (a results.json `config`), for `device` if given.
+def experiment(config: RunConfig, device: str | None = None) -> dict[str, Any]:
+    """The comparability key of a run's config (a record's parsed `config`), for `device` if given.
 
-    Records written before the noise field existed used each framework's own noise.
+    Records written before the noise field existed used each framework's own noise (RunConfig.from_dict).
     """
     return {
-        "device_kind": device_kind(device or config.get("device", "cpu")),
-        "model": model_key(config.get("model") or {}),
-        "precision": config.get("precision", "float32"),
-        "train_limit": int(config.get("train_limit") or 0),
-        "test_limit": int(config.get("test_limit") or 0),
-        "noise": config.get("noise", "framework"),
+        "device_kind": device_kind(device or config.device),
+        "model": model_key(config.model.to_dict()),
+        "precision": config.precision,
+        "train_limit": int(config.train_limit or 0),
+        "test_limit": int(config.test_limit or 0),
+        "noise": config.noise,
     }
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from harness.config import ModelConfig
 from harness.errors import HarnessError
-from harness.measurement import results
 from harness.verification import agreement
 from harness.verification.targets import (
     Profile,
@@ -29,7 +29,7 @@ def default_target_loss(workload: str = "mlp-vae", precision: str = "float32") -
     same = [p for p in mine if p.calibrated_on.get("precision", "float32") == precision]
     profile = max(same or [p for p in mine if p.calibrated_on.get("precision", "float32") == "float32"],
                   key=lambda p: p.epochs)
-    return profile.per_epoch[profile.epochs].bands[results.workload_of(profile.calibrated_on).primary_metric].high
+    return profile.per_epoch[profile.epochs].bands[ModelConfig.from_dict(profile.calibrated_on.get("model") or {}).spec().primary_metric].high
 
 
 @dataclass
@@ -52,9 +52,9 @@ def evaluate(record, profile: Profile) -> list[Finding]:
     finding, ok, whose note says it is not calibrated.
     """
     epoch = profile.epochs
-    if int(record.config.get("epochs", 0)) < epoch:
+    if record.config.epochs < epoch:
         raise HarnessError(f"profile {profile.name!r} judges epoch {epoch}, but the run has only "
-                           f"{record.config.get('epochs')} epoch(s)")
+                           f"{record.config.epochs} epoch(s)")
     findings: list[Finding] = []
     at_epoch: dict[int, dict[str, float]] = {}
     for r in record.results:
@@ -75,7 +75,7 @@ def evaluate(record, profile: Profile) -> list[Finding]:
         for metric, band in targets.bands.items():
             value = record_at.value(metric)
             findings.append(Finding(r.backend, metric, value, band.text(), r.seed, band.contains(value)))
-    primary = results.workload_of(record.config).primary_metric
+    primary = record.config.model.spec().primary_metric
     for seed, losses in sorted(at_epoch.items()):
         gap = agreement.epoch_gaps({b: {epoch: v} for b, v in losses.items()}).get(epoch)
         targets = profile.at(epoch, agreement.experiment(record.config, record.results[0].device))

@@ -23,6 +23,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.config import RunConfig
 from harness.errors import HarnessError
 from harness.measurement import results
 from harness.measurement.results import BackendResult, finite_epochs
@@ -112,11 +113,11 @@ def _at_common_epoch(base: BackendResult | None, new: BackendResult | None):
     return k, b[k], n[k]
 
 
-def check_comparable(base_dir: Path, base_cfg: dict, new_dir: Path, new_cfg: dict) -> None:
+def check_comparable(base_dir: Path, base_cfg: RunConfig, new_dir: Path, new_cfg: RunConfig) -> None:
     """One-line refusal unless both runs are one seed of one experiment."""
-    if base_cfg.get("seed") != new_cfg.get("seed"):
+    if base_cfg.seed != new_cfg.seed:
         raise HarnessError(f"cannot compare {base_dir} and {new_dir}: seeds differ "
-                           f"({base_cfg.get('seed')} vs {new_cfg.get('seed')}), so the losses are not one experiment")
+                           f"({base_cfg.seed} vs {new_cfg.seed}), so the losses are not one experiment")
     why = agreement.mismatch(agreement.experiment(base_cfg), agreement.experiment(new_cfg))
     if why:
         raise HarnessError(f"cannot compare {base_dir} and {new_dir}: {why}")
@@ -127,7 +128,7 @@ def compare(base_dir: Path, new_dir: Path) -> list[Row]:
     base_rec, new_rec = results.load(base_dir), results.load(new_dir)
     check_comparable(base_dir, base_rec.config, new_dir, new_rec.config)
     keys = list(dict.fromkeys((r.backend, r.device) for r in base_rec.results + new_rec.results))
-    names = results.workload_of(new_rec.config).metric_names
+    names = new_rec.config.model.spec().metric_names
     rows = []
     for backend, device in keys:
         # A run holds one seed per backend and device; a sweep's first match stands for it.

@@ -17,8 +17,8 @@ from typing import Any
 import tomli_w
 
 from harness import atomic
+from harness.config import ModelConfig
 from harness.errors import HarnessError
-from harness.measurement.results import workload_of
 from harness.verification.agreement import epoch_gaps, experiment, mismatch
 
 TARGETS_FILE = Path(__file__).with_name("targets.toml")
@@ -97,7 +97,7 @@ def load_targets(path: Path | None = None) -> dict[str, Profile]:
 
 def _profile(name: str, p: dict) -> Profile:
     # Bands exist for the train loss and the test metrics of the workload the profile was calibrated on.
-    known = {"train_loss", *workload_of({"model": p.get("calibrated_on", {}).get("model") or {}}).metric_names}
+    known = {"train_loss", *ModelConfig.from_dict(p.get("calibrated_on", {}).get("model") or {}).spec().metric_names}
     per_epoch = {}
     for e in p.get("per_epoch", []):
         bands = {m: Band(float(b["low"]), float(b["high"]), str(b.get("derivation", "")))
@@ -174,7 +174,7 @@ def results_by_seed(records: list[tuple[str, Any]]) -> dict[int, dict[str, Any]]
     for folder, rec in records:
         if (why := mismatch(exp, experiment(rec.config))) is not None:
             raise HarnessError(f"calibration runs are not one experiment: {folder}: {why}")
-        seed = int(rec.config.get("seed", 0))
+        seed = rec.config.seed
         for r in rec.results:
             if r.backend in joined.setdefault(seed, {}):
                 raise HarnessError(f"calibration run {folder} repeats {r.backend} for seed {seed}")
@@ -192,7 +192,7 @@ def calibrated_profile(profile: Profile, records: list[tuple[str, Any]]) -> Prof
     if not records:
         raise HarnessError("calibration needs at least one run")
     exp = experiment(records[0][1].config)
-    metrics = (*workload_of(records[0][1].config).metric_names, "train_loss")
+    metrics = (*records[0][1].config.model.spec().metric_names, "train_loss")
     values: dict[int, dict[str, list[float]]] = {e: {m: [] for m in metrics} for e in range(1, profile.epochs + 1)}
     gaps: dict[int, list[tuple[float, int, str]]] = {e: [] for e in values}
     joined = results_by_seed(records)

@@ -125,7 +125,9 @@ class RunConfig:
         d["model"] = ModelConfig.from_dict(d.get("model", {}))
         d.setdefault("noise", "framework")  # records written before the field existed used framework noise
         if "compile_mode" in d:  # records written before engine options: torch-compile's mode was global
-            d.setdefault("engine_options", {}).setdefault("torch-compile", {"mode": d.pop("compile_mode")})
+            mode = d.pop("compile_mode")  # (and recorded also for runs without torch-compile, which ignored it)
+            if "torch-compile" in d["backends"]:
+                d.setdefault("engine_options", {}).setdefault("torch-compile", {"mode": mode})
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 

@@ -45,16 +45,24 @@ class Flag:
     def dest(self) -> str:
         return self.options.get("dest") or self.names[0][2:].replace("-", "_")
 
+    def run_options(self) -> dict[str, Any]:
+        """The argparse keywords of the flag in `harness run` (a help given as a function is asked now)."""
+        return {k: v() if k == "help" and callable(v) else v for k, v in self.options.items()}
+
     def sweep_options(self) -> tuple[tuple[str, ...], dict[str, Any]]:
         """(names, keywords) of the flag in `harness sweep`: the axis' form, and no default."""
-        options = {**self.options, **{k: v for k, v in self.axis.items() if k != "names"}}
+        options = {**self.run_options(), **{k: v for k, v in self.axis.items() if k != "names"}}
         options["default"] = argparse.SUPPRESS
         return tuple(self.axis.get("names", self.names)), options
 
 
-_BACKENDS_HELP = f"comma-separated, from: {', '.join(backends.known())} (default {DEFAULT_BACKENDS})"
+def _backends_help() -> str:
+    # Asked when a parser is built, not on import: listing the backends loads the plugin backends.
+    return f"comma-separated, from: {', '.join(backends.known())} (default {DEFAULT_BACKENDS})"
+
+
 EXPERIMENT_FLAGS = (
-    Flag(("--backends",), dict(type=backend_list, default=backend_list(DEFAULT_BACKENDS), help=_BACKENDS_HELP)),
+    Flag(("--backends",), dict(type=backend_list, default=backend_list(DEFAULT_BACKENDS), help=_backends_help)),
     Flag(("--workload",), dict(choices=workloads.names(), default=workloads.DEFAULT,
                                help=f"what to train (default {workloads.DEFAULT}); each is a folder of workloads/")),
     Flag(("--device",), dict(default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)"),
@@ -105,14 +113,14 @@ def add_run_flags(p: argparse.ArgumentParser, default_epochs: int | None = 10) -
     for f in EXPERIMENT_FLAGS:
         if f.dest in RUN_ONLY or (f.dest == "epochs" and default_epochs is None):
             continue
-        p.add_argument(*f.names, **({**f.options, "default": default_epochs} if f.dest == "epochs" else f.options))
+        p.add_argument(*f.names, **{**f.run_options(), **({"default": default_epochs} if f.dest == "epochs" else {})})
     p.add_argument("--data-dir", default=None, help="folder with the four MNIST IDX files")
 
 
 def add_run_only_flags(p: argparse.ArgumentParser) -> None:
     """The experiment flags `harness run` has beyond add_run_flags (its seed, target and repeats)."""
     for name in RUN_ONLY:
-        p.add_argument(*FLAGS[name].names, **FLAGS[name].options)
+        p.add_argument(*FLAGS[name].names, **FLAGS[name].run_options())
 
 
 def add_sweep_flags(p: argparse.ArgumentParser) -> None:

@@ -28,7 +28,7 @@ LOG_2PI = math.log(2.0 * math.pi)
 def model_config(params: dict[str, np.ndarray]) -> ModelConfig:
     """The architecture the saved arrays were trained with (the latent size varies across a sweep)."""
     hidden, inputs = params["fc1.weight"].shape
-    return ModelConfig(input_dim=inputs, hidden_dim=hidden, latent_dim=params["fc21.weight"].shape[0])
+    return ModelConfig(input_dim=inputs, sizes=(("hidden_dim", hidden),), latent_dim=params["fc21.weight"].shape[0])
 
 
 def log_weights(model: torch.nn.Module, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,6 @@ class ModelConfig:
 
     workload: str = workloads.DEFAULT  # a name of workloads.PACKAGES: mlp-vae (default) or conv-vae
     input_dim: int = 784
-    hidden_dim: int = 400  # the MLP's hidden layer (mlp-vae only)
     latent_dim: int = 20
     learning_rate: float = 1e-3
     beta1: float = 0.9
@@ -39,6 +38,28 @@ class ModelConfig:
     pixel_scale: str = "byte / 255 (not binarized)"
     # pytorch/examples keeps the final partial batch (60000 = 468 * 128 + 96); so do we, in every backend.
     drop_last: bool = False
+    # The sizes only this workload has (Workload.sizes, e.g. the MLP's hidden_dim), as (name, value) pairs,
+    # read as attributes (m.hidden_dim). A tuple, so that a ModelConfig stays hashable (jax caches its
+    # programs by it); None or missing names take the workload's defaults.
+    sizes: tuple[tuple[str, int], ...] | None = None
+
+    def __post_init__(self) -> None:
+        given = dict(self.sizes or ())
+        try:
+            declared = dict(workloads.get(self.workload).sizes)
+        except ValueError:  # a workload this version does not know: kept as read, refused when used (spec())
+            declared = dict(given)
+        if set(given) - set(declared):
+            raise HarnessError(f"workload {self.workload} has no size {', '.join(sorted(set(given) - set(declared)))}"
+                               + (f"; its sizes: {', '.join(declared)}" if declared else ""))
+        object.__setattr__(self, "sizes", tuple((k, given.get(k, v)) for k, v in declared.items()))
+
+    def __getattr__(self, name: str) -> int:
+        # Called only for names that are not fields: one of the workload's own sizes (m.hidden_dim).
+        for key, value in self.__dict__.get("sizes") or ():
+            if key == name:
+                return value
+        raise AttributeError(f"ModelConfig of {self.__dict__.get('workload', '?')} has no {name!r}")
 
     def spec(self) -> Workload:
         """The workload this config trains (its layers, init rule, metrics and FLOP counts): the one way
@@ -50,8 +71,10 @@ class ModelConfig:
             raise HarnessError(str(exc)) from None
 
     def to_dict(self) -> dict[str, Any]:
-        """The form results.json's `config.model` and targets.toml's `calibrated_on.model` hold."""
-        return dataclasses.asdict(self)
+        """The form results.json's `config.model` and targets.toml's `calibrated_on.model` hold: one flat
+        dict, the workload's own sizes beside the shared fields (as when hidden_dim was a field of all)."""
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "sizes"}
+        return {**shared, **dict(self.sizes)}
 
     def oracle(self):
         """The workload's float64 NumPy oracle module (forward, loss_and_grad, decode)."""
@@ -67,10 +90,18 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
-        """From a results file's `config.model`; fields it lacks take their defaults (an old record
-        without `workload` trained the MLP), fields this version does not know are ignored."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        """From a results file's `config.model` (or targets.toml's `calibrated_on.model`); fields it lacks
+        take their defaults (an old record without `workload` trained the MLP); fields this version does
+        not know, and sizes of another workload (old conv-vae records carry the MLP's hidden_dim), are
+        ignored."""
+        d = dict(d)
+        try:
+            declared = dict(workloads.get(d.get("workload", workloads.DEFAULT)).sizes)
+        except ValueError:
+            declared = {}
+        sizes = {**dict(d.pop("sizes", None) or ()), **{k: d.pop(k) for k in list(d) if k in declared}}
+        known = {f.name for f in dataclasses.fields(cls)} - {"sizes"}
+        return cls(**{k: v for k, v in d.items() if k in known}, sizes=tuple(sizes.items()))
 
     def batch_sizes(self, n: int) -> list[int]:
         """Sizes of the batches of one pass over n samples (a smaller last batch is kept)."""
@@ -110,7 +141,7 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         """The form results.json's `config` holds (RunConfig.from_dict reads it back)."""
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "model": self.model.to_dict()}
 
     def options(self, backend: str) -> dict[str, Any]:
         """The engine options given for `backend` ({} = its defaults)."""

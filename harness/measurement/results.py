@@ -115,7 +115,7 @@ class RunRecord:
         return next((r for r in self.results if r.key == (backend, device, seed)), None)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "config": self.config.to_dict()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunRecord":

@@ -66,7 +66,7 @@ class SweepSpec:
             model=dataclasses.replace(self.base.model, latent_dim=job.latent_dim))
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "base": self.base.to_dict()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SweepSpec:
@@ -153,7 +153,7 @@ class SweepState:
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        d = {**dataclasses.asdict(self), "spec": self.spec.to_dict()}
         d["kind"] = "sweep"
         return d
 

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from harness.config import RunConfig
+from harness.config import ModelConfig, RunConfig
 
 # The fields of an experiment, in the order a mismatch is reported.
 EXPERIMENT_FIELDS = ("device_kind", "model", "precision", "train_limit", "test_limit", "noise")
@@ -38,9 +38,10 @@ def experiment(config: RunConfig, device: str | None = None) -> dict[str, Any]:
 
 
 def model_key(model: dict[str, Any]) -> dict[str, Any]:
-    """A model config as compared: sorted, and the workload named (records and targets written before
-    workloads existed trained the MLP VAE)."""
-    return dict(sorted({"workload": "mlp-vae", **model}.items()))
+    """A model config as compared: read as a ModelConfig (records and targets written before workloads
+    existed trained the MLP VAE; a workload's config holds only its own sizes, so the MLP's hidden_dim
+    that old conv-vae records and targets carry is not compared), then sorted."""
+    return dict(sorted(ModelConfig.from_dict(model).to_dict().items()))
 
 
 def mismatch(a: dict[str, Any], b: dict[str, Any]) -> str | None:

@@ -71,10 +71,7 @@ def read_spec_file(path: Path) -> dict[str, Any]:
 
 def flag_values(args: argparse.Namespace) -> dict[str, Any]:
     """The spec fields given as flags (absent = not given: the sweep's flags have no defaults)."""
-    given = {k: v for k, v in vars(args).items() if k in spec_keys() and v is not None}
-    if "devices" in given:
-        given["devices"] = [d for group in given["devices"] for d in group]
-    return given
+    return {k: v for k, v in vars(args).items() if k in spec_keys() and v is not None}
 
 
 def _flag_name(key: str) -> str:
@@ -88,7 +85,8 @@ def build_spec(fields: dict[str, Any]) -> SweepSpec:
     flags (as `harness run` makes it), the axes, and devices resolved for the executor."""
     fields = dict(fields)
     fields.pop("out", None)
-    axes = {"devices": tuple(fields.pop("devices", ("cpu",))),
+    # --device (and a spec file's devices) may be given several times, each a comma-separated list
+    axes = {"devices": tuple(d for group in fields.pop("devices", [["cpu"]]) for d in group),
             "seeds": tuple(fields.pop("seeds", parse_seeds(DEFAULT_SEEDS))),
             "latent_dims": tuple(fields.pop("latent_dims", (ModelConfig().latent_dim,)))}
     where = {k: fields.pop(k) for k in WHERE if k in fields}

@@ -84,7 +84,7 @@ def false_alarms(profile, records: list, calibration_runs: list) -> dict:
     loso = []
     by_seed: dict[int, list] = {}
     for folder, rec in calibration_runs:
-        by_seed.setdefault(int(rec.config["seed"]), []).append((folder, rec))
+        by_seed.setdefault(rec.config.seed, []).append((folder, rec))
     for seed, own in by_seed.items():
         rest = [fr for s, fr_list in by_seed.items() if s != seed for fr in fr_list]
         refit = calibration.calibrated_profile(profile, rest)
@@ -107,7 +107,7 @@ def main() -> int:
     for name in args.profiles.split(","):
         profile = profiles[name]
         held = set(profile.calibration.get("held_out_seeds", []))
-        mine = [r for r in records if int(r.config["seed"]) in held and int(r.config["epochs"]) >= profile.epochs]
+        mine = [r for r in records if r.config.seed in held and r.config.epochs >= profile.epochs]
         if not mine:
             print(f"{name}: no held-out run given for seeds {sorted(held)}", file=sys.stderr)
             return 2

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import workloads
+from harness.errors import HarnessError
 from workloads.spec import Workload
 
 TRAIN_SIZE = 60_000
@@ -23,7 +24,6 @@ class ModelConfig:
 
     workload: str = workloads.DEFAULT  # a name of workloads.PACKAGES: mlp-vae (default) or conv-vae
     input_dim: int = 784
-    hidden_dim: int = 400  # the MLP's hidden layer (mlp-vae only)
     latent_dim: int = 20
     learning_rate: float = 1e-3
     beta1: float = 0.9
@@ -36,10 +36,43 @@ class ModelConfig:
     pixel_scale: str = "byte / 255 (not binarized)"
     # pytorch/examples keeps the final partial batch (60000 = 468 * 128 + 96); so do we, in every backend.
     drop_last: bool = False
+    # The sizes only this workload has (Workload.sizes, e.g. the MLP's hidden_dim), as (name, value) pairs,
+    # read as attributes (m.hidden_dim). A tuple, so that a ModelConfig stays hashable (jax caches its
+    # programs by it); None or missing names take the workload's defaults.
+    sizes: tuple[tuple[str, int], ...] | None = None
+
+    def __post_init__(self) -> None:
+        given = dict(self.sizes or ())
+        try:
+            declared = dict(workloads.get(self.workload).sizes)
+        except ValueError:  # a workload this version does not know: kept as read, refused when used (spec())
+            declared = dict(given)
+        if set(given) - set(declared):
+            raise HarnessError(f"workload {self.workload} has no size {', '.join(sorted(set(given) - set(declared)))}"
+                               + (f"; its sizes: {', '.join(declared)}" if declared else ""))
+        object.__setattr__(self, "sizes", tuple((k, given.get(k, v)) for k, v in declared.items()))
+
+    def __getattr__(self, name: str) -> int:
+        # Called only for names that are not fields: one of the workload's own sizes (m.hidden_dim).
+        for key, value in self.__dict__.get("sizes") or ():
+            if key == name:
+                return value
+        raise AttributeError(f"ModelConfig of {self.__dict__.get('workload', '?')} has no {name!r}")
 
     def spec(self) -> Workload:
-        """The workload this config trains (its layers, init rule, metrics and FLOP counts)."""
-        return workloads.get(self.workload)
+        """The workload this config trains (its layers, init rule, metrics and FLOP counts): the one way
+        the harness goes from a config to its workload. A name this version does not know (say, in a
+        results file of a newer one) is one error line."""
+        try:
+            return workloads.get(self.workload)
+        except ValueError as exc:
+            raise HarnessError(str(exc)) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The form results.json's `config.model` and targets.toml's `calibrated_on.model` hold: one flat
+        dict, the workload's own sizes beside the shared fields (as when hidden_dim was a field of all)."""
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "sizes"}
+        return {**shared, **dict(self.sizes)}
 
     def oracle(self):
         """The workload's float64 NumPy oracle module (forward, loss_and_grad, decode)."""
@@ -55,10 +88,18 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
-        """From a results file's `config.model`; fields it lacks take their defaults (an old record
-        without `workload` trained the MLP), fields this version does not know are ignored."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        """From a results file's `config.model` (or targets.toml's `calibrated_on.model`); fields it lacks
+        take their defaults (an old record without `workload` trained the MLP); fields this version does
+        not know, and sizes of another workload (old conv-vae records carry the MLP's hidden_dim), are
+        ignored."""
+        d = dict(d)
+        try:
+            declared = dict(workloads.get(d.get("workload", workloads.DEFAULT)).sizes)
+        except ValueError:
+            declared = {}
+        sizes = {**dict(d.pop("sizes", None) or ()), **{k: d.pop(k) for k in list(d) if k in declared}}
+        known = {f.name for f in dataclasses.fields(cls)} - {"sizes"}
+        return cls(**{k: v for k, v in d.items() if k in known}, sizes=tuple(sizes.items()))
 
     def batch_sizes(self, n: int) -> list[int]:
         """Sizes of the batches of one pass over n samples (a smaller last batch is kept)."""
@@ -97,7 +138,8 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The form results.json's `config` holds (RunConfig.from_dict reads it back)."""
+        return {**dataclasses.asdict(self), "model": self.model.to_dict()}
 
     def options(self, backend: str) -> dict[str, Any]:
         """The engine options given for `backend` ({} = its defaults)."""
@@ -105,12 +147,16 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
+        """From a results file's `config`, of this version or an older one: the one place old records are
+        migrated (fields they lack take what those runs did, fields this version does not know are dropped)."""
         d = dict(d)
         d["backends"] = tuple(d.get("backends", ()))
         d["model"] = ModelConfig.from_dict(d.get("model", {}))
         d.setdefault("noise", "framework")  # records written before the field existed used framework noise
         if "compile_mode" in d:  # records written before engine options: torch-compile's mode was global
-            d.setdefault("engine_options", {}).setdefault("torch-compile", {"mode": d.pop("compile_mode")})
+            mode = d.pop("compile_mode")  # (and recorded also for runs without torch-compile, which ignored it)
+            if "torch-compile" in d["backends"]:
+                d.setdefault("engine_options", {}).setdefault("torch-compile", {"mode": mode})
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 

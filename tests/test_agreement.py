@@ -22,8 +22,8 @@ TOL = {1: 0.30, 50: 0.60}
 BANDS = {1: (117.0, 123.0), 50: (92.0, 96.0)}
 
 
-def config(**kw) -> dict:
-    return RunConfig(**{"epochs": 50, "noise": "harness", **kw}).to_dict()
+def config(**kw) -> RunConfig:
+    return RunConfig(**{"epochs": 50, "noise": "harness", **kw})
 
 
 def epoch(k: int, loss: float) -> EpochRecord:
@@ -119,8 +119,8 @@ def test_other_device_or_config_is_not_calibrated_and_not_mixed(targets_file):
 def test_verdict_names_the_workloads_primary_metric_and_its_unit(targets_file, monkeypatch):
     rec = two(0.31, 0.7)
     assert {g.metric for g in verdict.groups(entries(rec))} == {"test_loss"}
-    renamed = dataclasses.replace(results.workload_of(rec.config), metrics=(Metric("neg_elbo", "renamed", "bits per image"),))
-    monkeypatch.setattr(verdict, "workload_of", lambda config: renamed)
+    renamed = dataclasses.replace(rec.config.model.spec(), metrics=(Metric("neg_elbo", "renamed", "bits per image"),))
+    monkeypatch.setattr(verdict, "_primary_metric", lambda config: renamed.metrics[0])
     text = " ".join(verdict.sentences(entries(rec))) + "\n".join(verdict.gap_table(entries(rec)))
     assert "bits per image in neg_elbo" in text and "largest gap (bits per image)" in text and "nats" not in text
     assert "Same-seed neg_elbo gap" in text and "test_loss" not in text

@@ -98,7 +98,7 @@ def test_engine_options_are_recorded_and_checked(tmp_path):
                    "--out", out)
     assert proc.returncode == 0, proc.stderr
     record = results.load(out)
-    assert record.config["engine_options"] == {"jax": {"epoch": "loop"}}
+    assert record.config.engine_options == {"jax": {"epoch": "loop"}}
     assert record.results[0].backend_info["arrangement"] == "jit-step-loop"
     assert_one_line_error(harness("run", "--backends", "jax", "--engine-option", "jax.epoch=sideways", *SMALL,
                                   "--out", tmp_path / "bad"), "jax epoch 'sideways'", "auto, scan, loop")

@@ -95,8 +95,8 @@ def test_one_epoch_on_all_of_mnist_is_in_the_calibrated_band(tmp_path):
                    "--no-probe", "--no-report", "--seed", "1", "--out", tmp_path, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     record = results.load(tmp_path)
-    assert record.config["model"]["workload"] == "conv-vae"
-    assert record.config["seed"] not in profile.calibration.get("seeds", []), "the check seed must not be a calibration seed"
+    assert record.config.model.workload == "conv-vae"
+    assert record.config.seed not in profile.calibration.get("seeds", []), "the check seed must not be a calibration seed"
     # The band is for this experiment (cpu, float32, all of MNIST, shared noise, the conv model config).
     epoch1 = profile.at(1, experiment(record.config))
     assert epoch1 is not None, f"conv-ci was calibrated on {profile.calibrated_on}, this run is {experiment(record.config)}"

@@ -13,7 +13,7 @@ from workloads.mlp_vae import oracle as mlp_oracle
 
 PARAM_ORDER = ModelConfig().param_order()
 
-TINY = ModelConfig(input_dim=6, hidden_dim=5, latent_dim=3)
+TINY = ModelConfig(input_dim=6, sizes=(("hidden_dim", 5),), latent_dim=3)
 
 
 def tiny_problem(seed: int = 0, batch: int = 4):
@@ -160,7 +160,7 @@ def test_train_steps_is_loss_and_grad_then_adam_and_learns():
     for name in PARAM_ORDER:
         np.testing.assert_array_equal(two[name], p[name])
     # A higher learning rate makes the decrease visible within a few steps.
-    fast = ModelConfig(input_dim=6, hidden_dim=5, latent_dim=3, learning_rate=0.05)
+    fast = ModelConfig(input_dim=6, sizes=(("hidden_dim", 5),), latent_dim=3, learning_rate=0.05)
     _, fast_losses = oracle.train_steps(p0, batches[:1] * 30, noise[:1] * 30, fast)
     assert fast_losses[-1] < fast_losses[0]
     with pytest.raises(ValueError):

@@ -28,7 +28,7 @@ def runs(tmp_path_factory):
 
 def test_bf16_is_recorded_and_trains_every_backend(runs):
     record = runs["bf16"]
-    assert record.config["precision"] == "bf16"
+    assert record.config.precision == "bf16"
     for r in record.results:
         assert r.status == "ok" and r.backend_info["precision"] == "bf16", r.backend
         assert all(math.isfinite(v) for v in r.epochs[0].metrics.values())

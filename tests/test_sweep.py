@@ -114,7 +114,7 @@ def test_toml_spec_equals_flags(tmp_path):
     from_file = parse("--spec", str(path))
     from_flags = parse("--backends", "torch,jax", "--seeds", "1-3", "--epochs", "2", "--latent-dims", "2,20")
     assert from_file == from_flags
-    assert parse("--spec", str(path), "--epochs", "5").epochs == 5  # a flag wins over the file
+    assert parse("--spec", str(path), "--epochs", "5").base.epochs == 5  # a flag wins over the file
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -46,6 +46,9 @@ class Workload:
     # The test metrics, the first is the primary one (targets, time to quality, verdicts).
     metrics: tuple[Metric, ...]
     convolutional: bool = False  # engines may arrange their epoch differently for conv layers (jax on CPU)
+    # The sizes only this workload has, with their defaults, such as the MLP's ("hidden_dim", 400):
+    # ModelConfig holds them (m.hidden_dim) and writes them flat into results.json's `config.model`.
+    sizes: tuple[tuple[str, int], ...] = ()
 
     @property
     def primary_metric(self) -> str:

@@ -87,9 +87,9 @@ def _chosen_profile(args, record=None) -> Profile:
     """--profile, else (judging a finished run) the profile the run's report uses, else 'ci'."""
     if args.profile or record is None:
         return get_profile(args.profile or "ci", args.targets)
-    device = record.results[0].device if record.results else record.config.get("device", "cpu")
+    device = record.results[0].device if record.results else record.config.device
     exp = agreement.experiment(record.config, device)
-    found = profile_for(load_targets(args.targets), exp, int(record.config.get("epochs", 0)))
+    found = profile_for(load_targets(args.targets), exp, record.config.epochs)
     if found is None:
         raise NotJudged(f"no profile of {args.targets} is calibrated for this run's experiment")
     return found

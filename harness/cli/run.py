@@ -7,8 +7,7 @@ from pathlib import Path
 
 import backends
 from harness import data
-from harness.cli.flags import add_run_flags, non_negative_int, run_config
-from harness.config import RunConfig
+from harness.cli.flags import add_run_flags, add_run_only_flags, run_config
 from harness.execution import devices, runner
 from harness.measurement import results, walltime
 
@@ -20,13 +19,7 @@ def add_subcommands(sub) -> None:
 
     p = sub.add_parser("run", help="train backends from identical weights, data order and noise")
     add_run_flags(p)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--target-loss", type=float, default=None,
-                   help="primary-metric threshold for time to quality (default: the band top at the last "
-                        "epoch of the workload's longest calibrated profile, else 100)")
-    p.add_argument("--repeats", type=non_negative_int, default=0, metavar="K",
-                   help="K extra timed epochs per backend after training, on a saved copy of the state, "
-                        "for tighter steady-state figures (losses and params unchanged)")
+    add_run_only_flags(p)
     p.add_argument("--out", type=Path, default=None, help="run folder (default runs/<time>)")
     p.add_argument("--resume", type=Path, default=None, metavar="DIR", help="continue an interrupted run")
     p.add_argument("--force", action="store_true", help="overwrite the run already in --out")
@@ -51,7 +44,7 @@ def cmd_run(args, argv) -> int:
         runner.prepare_run_dir(run_dir, resume=True, force=False)
         record = results.load(run_dir)
         done_before = {r.key for r in record.results if r.status == "ok"}  # not run again: not timed again
-        config = RunConfig.from_dict(record.config)
+        config = record.config
         devices.resolve_device(config.device, backends.frameworks(config.backends))
         console.print(f"resuming {run_dir}: " + ", ".join(
             f"{r.backend} {r.status} after {len(r.epochs)} epoch(s)" for r in record.results))

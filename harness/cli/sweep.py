@@ -10,18 +10,19 @@ from pathlib import Path
 from typing import Any
 
 import backends
-import workloads
 from harness.cli import flags
-from harness.config import PRECISIONS, ModelConfig
+from harness.config import ModelConfig, parse_seeds
 from harness.errors import HarnessError
 from harness.execution import devices
 from harness.sweeps.state import DEFAULT_SEEDS, EXECUTORS, FINISHED, SWEEP_FILE, SweepSpec, SweepState, load, new_state
 from harness.sweeps.summary import ci_triple, fmt_ci, metric_names
 from harness.sweeps.sweep import prepare_dir, run
 
-SPEC_FLAGS = ("backends", "devices", "seeds", "latent_dims", "workload", "epochs", "threads", "compile_mode",
-              "timeout", "train_limit", "test_limit", "target_loss", "cold_compile", "executor", "address",
-              "max_retries")
+# Sweep-only flags: the latent-size axis and where the jobs run (every other flag is `harness run`'s).
+WHERE = ("executor", "address", "max_retries")
+SWEEP_ONLY = ("latent_dims", *WHERE)
+# A spec file may name an axis as its run flag is named (device, seed) or as the sweep's (devices, seeds).
+ALIASES = {"device": "devices", "seed": "seeds", "engine_option": "engine_options"}
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -34,27 +35,19 @@ def _int_list(text: str) -> tuple[int, ...]:
     return values
 
 
-def _device_list(text: str) -> list[str]:
-    return [d.strip() for d in text.split(",") if d.strip()]
-
-
-def _workload(text: str) -> str:
-    if text not in workloads.names():
-        raise ValueError(f"unknown workload {text!r}; known: {', '.join(workloads.names())}")
-    return text
+def spec_keys() -> tuple[str, ...]:
+    """The fields a sweep takes, from flags or a spec file: every experiment flag's (sweep) dest, and
+    the sweep's own."""
+    return (*(f.axis.get("dest", f.dest) for f in flags.EXPERIMENT_FLAGS), *SWEEP_ONLY)
 
 
 def _coerce(key: str, value: Any) -> Any:
-    """A TOML value checked by its flag's parser: lists may be TOML arrays or the flag's text."""
-    as_text = ",".join(map(str, value)) if isinstance(value, list) else value
-    parse = {"backends": flags.backend_list, "seeds": flags.seed_list, "latent_dims": _int_list,
-             "devices": _device_list, "epochs": flags.positive_int, "threads": flags.positive_int,
-             "train_limit": flags.positive_int, "test_limit": flags.positive_int, "timeout": flags.non_negative_float,
-             "max_retries": flags.non_negative_int, "target_loss": float, "workload": _workload}.get(key)
-    if parse is None:
-        return value
+    """A spec file's value checked by its flag's parser (harness/cli/flags.py for the experiment flags)."""
+    own = {"latent_dims": _int_list, "max_retries": flags.non_negative_int}.get(key)
+    if own is None:
+        return flags.sweep_value(key, value)
     try:
-        return parse(str(as_text))
+        return own(",".join(map(str, value)) if isinstance(value, list) else str(value))
     except (argparse.ArgumentTypeError, ValueError) as exc:
         raise HarnessError(f"spec {key}: {exc}") from None
 
@@ -67,52 +60,54 @@ def read_spec_file(path: Path) -> dict[str, Any]:
         raise HarnessError(f"--spec {path}: cannot read ({exc.strerror or exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise HarnessError(f"--spec {path}: not valid TOML ({exc})") from None
-    allowed = {f.name for f in dataclasses.fields(SweepSpec)} | {"out", "device", "allow_tf32"}
+    allowed = {*spec_keys(), *ALIASES, "out"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise HarnessError(f"--spec {path}: unknown field(s) {', '.join(unknown)}; "
                            f"known: {', '.join(sorted(allowed))}")
-    if "device" in raw:
-        raw["devices"] = raw.pop("device")
-    if raw.pop("allow_tf32", False):
-        if raw.get("precision", "float32") != "float32":
-            raise HarnessError(f"--spec {path}: allow_tf32 and precision {raw['precision']!r} exclude each other")
-        raw["precision"] = "tf32"
-    return {k: _coerce(k, v) for k, v in raw.items()}
+    raw = {ALIASES.get(k, k): v for k, v in raw.items()}
+    return {k: v if k == "out" else _coerce(k, v) for k, v in raw.items()}
 
 
 def flag_values(args: argparse.Namespace) -> dict[str, Any]:
-    """The spec fields given as flags (None = not given)."""
-    given = {k: getattr(args, k, None) for k in SPEC_FLAGS}
-    if args.devices:
-        given["devices"] = [d for group in args.devices for d in group]
-    if args.allow_tf32:
-        given["precision"] = "tf32"
-    return {k: v for k, v in given.items() if v is not None}
+    """The spec fields given as flags (absent = not given: the sweep's flags have no defaults)."""
+    return {k: v for k, v in vars(args).items() if k in spec_keys() and v is not None}
+
+
+def _flag_name(key: str) -> str:
+    """The sweep's flag for spec field `key` (devices -> --device), for error lines."""
+    flag = next((f for f in flags.EXPERIMENT_FLAGS if f.axis.get("dest", f.dest) == key), None)
+    return flag.sweep_options()[0][0] if flag else "--" + key.replace("_", "-")
 
 
 def build_spec(fields: dict[str, Any]) -> SweepSpec:
-    """A validated SweepSpec from merged file and flag fields; devices resolved for the executor."""
+    """A validated SweepSpec from merged file and flag fields: the base RunConfig from the experiment
+    flags (as `harness run` makes it), the axes, and devices resolved for the executor."""
     fields = dict(fields)
     fields.pop("out", None)
-    fields.setdefault("backends", flags.backend_list(flags.DEFAULT_BACKENDS))
-    fields.setdefault("target_loss", flags.default_target(fields.get("workload", workloads.DEFAULT),
-                                                           fields.get("precision", "float32")))
-    spec = SweepSpec.from_dict(fields)
-    backends.check_names(list(spec.backends))
+    # --device (and a spec file's devices) may be given several times, each a comma-separated list
+    axes = {"devices": tuple(d for group in fields.pop("devices", [["cpu"]]) for d in group),
+            "seeds": tuple(fields.pop("seeds", parse_seeds(DEFAULT_SEEDS))),
+            "latent_dims": tuple(fields.pop("latent_dims", (ModelConfig().latent_dim,)))}
+    where = {k: fields.pop(k) for k in WHERE if k in fields}
+    base = flags.experiment_config(fields)
+    for name, values in (("backends", base.backends), *axes.items()):
+        if not values:
+            raise HarnessError(f"the sweep names no {name.replace('_', ' ')}")
+        if len(set(values)) != len(values):
+            raise HarnessError(f"{name.replace('_dims', ' dims')} repeat a value: {', '.join(map(str, values))}")
+    spec = placed(SweepSpec(base=base, backends=base.backends, **axes, **where))
+    # The base is a job too: the axes' first values (job_config replaces them for every job).
+    return dataclasses.replace(spec, base=dataclasses.replace(
+        base, device=spec.devices[0], seed=spec.seeds[0],
+        model=dataclasses.replace(base.model, latent_dim=spec.latent_dims[0])))
+
+
+def placed(spec: SweepSpec) -> SweepSpec:
+    """`spec` with its executor checked and its devices resolved for it (also on --resume, which may
+    change where the jobs run)."""
     if spec.executor not in EXECUTORS:
         raise HarnessError(f"unknown executor {spec.executor!r}; use one of: {', '.join(EXECUTORS)}")
-    for name, values in (("backends", spec.backends), ("devices", spec.devices), ("seeds", spec.seeds),
-                         ("latent dims", spec.latent_dims)):
-        if not values:
-            raise HarnessError(f"the sweep names no {name}")
-        if len(set(values)) != len(values):
-            raise HarnessError(f"{name} repeat a value: {', '.join(map(str, values))}")
-    if spec.epochs < 1:
-        raise HarnessError(f"epochs must be a positive integer, not {spec.epochs}")
-    if spec.precision not in PRECISIONS:
-        raise HarnessError(f"precision {spec.precision!r}: choose from {', '.join(PRECISIONS)}")
-    backends.check_options({"torch-compile": {"mode": spec.compile_mode}})
     return dataclasses.replace(spec, devices=tuple(resolve_devices(spec.devices, spec.executor,
                                                                    backends.frameworks(spec.backends))))
 
@@ -141,28 +136,9 @@ def add_subcommands(sub) -> None:
                                    "DIR/sweep.json holds the jobs and their statistics.")
     p.add_argument("--spec", type=Path, default=None, metavar="FILE",
                    help="TOML file with the same fields as the flags (flags given win)")
-    p.add_argument("--backends", type=flags.backend_list, default=None,
-                   help=f"comma-separated, from: {', '.join(backends.known())} (default {flags.DEFAULT_BACKENDS})")
-    p.add_argument("--device", dest="devices", action="append", type=_device_list, default=None,
-                   help="cpu, cuda or auto; repeat or comma-separate for several (default cpu)")
-    p.add_argument("--seeds", type=flags.seed_list, default=None,
-                   help=f"like 1-5 or 1,3,7 (default {DEFAULT_SEEDS})")
+    flags.add_sweep_flags(p)  # every experiment flag of `harness run`; --device and --seed(s) take lists
     p.add_argument("--latent-dims", dest="latent_dims", type=_int_list, default=None,
                    help=f"latent sizes, like 2,5,10,20 (default {ModelConfig().latent_dim})")
-    p.add_argument("--workload", choices=workloads.names(), default=None,
-                   help=f"what every job trains (default {workloads.DEFAULT})")
-    p.add_argument("--epochs", type=flags.positive_int, default=None, help="per job (default 10)")
-    p.add_argument("--threads", type=flags.positive_int, default=None,
-                   help="CPU threads per job (default: every core of the machine, or of the Ray node)")
-    p.add_argument("--compile-mode", dest="compile_mode", default=None,
-                   choices=backends.COMPILE_MODES, help="torch-compile's torch.compile mode")
-    p.add_argument("--allow-tf32", dest="allow_tf32", action="store_true")
-    p.add_argument("--timeout", type=flags.non_negative_float, default=None, help="seconds per job (0 = none)")
-    p.add_argument("--target-loss", dest="target_loss", type=float, default=None)
-    p.add_argument("--cold-compile", dest="cold_compile", action="store_true", default=None,
-                   help="every job compiles from empty jax/Inductor caches (recorded as cold or warm)")
-    for flag in ("--train-limit", "--test-limit"):  # tests train on a few hundred samples
-        p.add_argument(flag, type=flags.positive_int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--executor", choices=EXECUTORS, default=None, help="local (default) or ray")
     p.add_argument("--address", default=None, metavar="HOST:PORT", help="Ray cluster (--executor ray)")
     p.add_argument("--max-retries", dest="max_retries", type=flags.non_negative_int, default=None,
@@ -181,13 +157,12 @@ def _start(args: argparse.Namespace, command: str) -> tuple[SweepState, Path, bo
     given = flag_values(args)
     if args.resume:
         # Where to run may change on resume (say, finish a Ray sweep locally); what to run may not.
-        changed = sorted(set(given) - {"executor", "address", "max_retries"})
-        extra = changed + (["spec"] if args.spec else []) + (["out"] if args.out else [])
+        changed = [_flag_name(k) for k in sorted(set(given) - set(WHERE))]
+        extra = changed + (["--spec"] if args.spec else []) + (["--out"] if args.out else [])
         if extra:
-            raise HarnessError(f"--resume takes the sweep from {args.resume / SWEEP_FILE}; drop "
-                               f"{', '.join('--' + c.replace('_', '-') for c in extra)}")
+            raise HarnessError(f"--resume takes the sweep from {args.resume / SWEEP_FILE}; drop {', '.join(extra)}")
         state = load(args.resume)
-        state.spec = build_spec({**state.spec.to_dict(), **given})
+        state.spec = placed(dataclasses.replace(state.spec, **{k: v for k, v in given.items() if k in WHERE}))
         return state, args.resume, False
     spec, out = spec_from_args(args)
     return new_state(spec, command), out or Path("runs") / time.strftime("sweep-%Y%m%d-%H%M%S"), True

@@ -124,8 +124,8 @@ def _say(line: str) -> None:
 def evaluate_run(run_dir: Path, opts: Options, mnist_dir: Path, say=_say) -> list[str]:
     """Evaluate the selected backends of one run, saving results.json after each; return the failures."""
     record = results.load(run_dir)
-    results.workload_of(record.config)  # a workload this version does not know is one error line
-    model = ModelConfig.from_dict(record.config.get("model") or {})  # the run's sizes, not the defaults
+    record.config.model.spec()  # a workload this version does not know is one error line
+    model = record.config.model  # the run's sizes, not the defaults
     chosen = [r for r in record.results if not opts.backends or r.backend in opts.backends]
     missing = sorted(set(opts.backends) - {r.backend for r in record.results})
     if missing:

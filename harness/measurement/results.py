@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from harness import atomic
-from harness.config import ModelConfig
+from harness.config import RunConfig
 from harness.errors import HarnessError
-from workloads.spec import Workload
 
 # 2: an epoch's test metrics are a dict named by the workload (1: fixed test_loss, test_loss_sampled fields)
 SCHEMA_VERSION = 2
@@ -100,9 +99,9 @@ class BackendResult:
 
 @dataclass
 class RunRecord:
-    """The whole results file."""
+    """The whole results file. `config` is the run's parsed RunConfig (written as its dict)."""
 
-    config: dict[str, Any]
+    config: RunConfig
     environment: dict[str, Any]
     results: list[BackendResult]
     probe: dict[str, Any] | None = None
@@ -111,11 +110,16 @@ class RunRecord:
     wall_seconds: dict[str, float] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
+    def __post_init__(self) -> None:
+        # A config read from a results file, of any version, is parsed once, here, so readers use fields.
+        if isinstance(self.config, dict):
+            self.config = RunConfig.from_dict(self.config)
+
     def find(self, backend: str, device: str, seed: int) -> BackendResult | None:
         return next((r for r in self.results if r.key == (backend, device, seed)), None)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "config": self.config.to_dict()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunRecord":
@@ -128,15 +132,6 @@ class RunRecord:
 def finite_epochs(r: BackendResult) -> list[EpochRecord]:
     """Epochs whose losses are numbers (a diverged backend's last epoch may hold nan)."""
     return [e for e in r.epochs if all(math.isfinite(v) for v in e.metrics.values())]
-
-
-def workload_of(config: dict[str, Any]) -> Workload:
-    """The workload a results file's config trained (records before workloads existed: the MLP VAE);
-    a workload this version does not know is one error line."""
-    try:
-        return ModelConfig.from_dict(config.get("model") or {}).spec()
-    except ValueError as exc:
-        raise HarnessError(str(exc)) from None
 
 
 def save(record: RunRecord, run_dir: Path) -> None:
@@ -162,5 +157,5 @@ def load(run_dir: str | Path) -> RunRecord:
                            f"({SCHEMA_VERSION}); upgrade vae-bench")
     try:
         return RunRecord.from_dict(raw)
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, AttributeError) as exc:
         raise HarnessError(f"{path}: malformed results file ({exc})") from None

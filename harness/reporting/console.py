@@ -9,7 +9,7 @@ from rich.table import Table
 
 from harness.execution import caches
 from harness.measurement import floor, measure
-from harness.measurement.results import BackendResult, RunRecord, workload_of
+from harness.measurement.results import BackendResult, RunRecord
 
 # Logs and CI have no terminal width; the results table needs more than rich's fallback of 80 columns.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
@@ -56,9 +56,9 @@ def results_table(record: RunRecord) -> Table:
     ref = {r.device: r.summary.get("steady_seconds_per_epoch") for r in record.results
            if r.backend == "torch-reference" and r.summary}
     invalid = floor.problem(record.results)
-    metrics = workload_of(record.config).metrics
-    table = Table(title=f"vae-bench results, {workload_of(record.config).name}, "
-                        f"{record.config.get('precision', 'float32')} ("
+    metrics = record.config.model.spec().metrics
+    table = Table(title=f"vae-bench results, {record.config.model.spec().name}, "
+                        f"{record.config.precision} ("
                         + "; ".join(f"{m.name}: {m.meaning}" for m in metrics) + ")", caption=invalid)
     for col in ("backend", "device", "status", "epochs", "train_loss", *(m.name for m in metrics),
                 "compile s", "1st epoch s", "steady s/epoch (min-max)", "train samples/s",

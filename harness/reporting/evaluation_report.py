@@ -191,7 +191,7 @@ def sweep_section(state, sweep_dir: Path, out_dir: Path) -> str:
         with np.load(path) as npz:
             params = {k: npz[k] for k in npz.files}
         label = f"{r['backend']} {r['device']} latent 2 seed {r['seed']}"
-        model = ModelConfig.from_dict(results.load(sweep_dir / r["run_dir"]).config.get("model", {}))
+        model = results.load(sweep_dir / r["run_dir"]).config.model
         lines += [f"### {label}", "", *manifold_lines(label, r["run_dir"], model, params, out_dir, ".")]
     if lines:
         parts.append("## The 2-D latent manifold\n\n" + "\n".join(lines))

@@ -14,7 +14,7 @@ from harness.config import ModelConfig
 from harness.draws import SAMPLE_SEED, sample_latents
 from harness.errors import HarnessError
 from harness.measurement import measure
-from harness.measurement.results import finite_epochs, workload_of
+from harness.measurement.results import finite_epochs
 from harness.reporting import evaluation_report
 from harness.reporting.entries import Entry, one_line
 from harness.verification.verdict import calibrated_bands
@@ -42,7 +42,7 @@ def load_params(entry: Entry) -> dict[str, np.ndarray] | None:
 
 def model_of(entry: Entry) -> ModelConfig:
     """The model config the entry's run trained (its workload decodes the figures)."""
-    return ModelConfig.from_dict(entry.record.config.get("model", {}))
+    return entry.record.config.model
 
 
 def _test_digits() -> tuple[np.ndarray | None, str]:
@@ -60,7 +60,7 @@ def figure_sections(entries: list[Entry], out_dir: Path) -> list[str]:
 
     fig_dir = out_dir / FIGURES_DIR
     lines = ["## Loss curves", ""]
-    metrics = workload_of(entries[0].record.config).metrics
+    metrics = entries[0].record.config.model.spec().metrics
     curves = [figures.Curve(e.label, [x.epoch for x in ep], {m.name: [x.metrics[m.name] for x in ep] for m in metrics})
               for e in entries if (ep := finite_epochs(e.result))]
     if curves:
@@ -100,7 +100,7 @@ def figure_sections(entries: list[Entry], out_dir: Path) -> list[str]:
               f"draws z ~ N(0, I) (numpy default_rng({SAMPLE_SEED})) for every backend. Decoded in NumPy "
               "float64 from the saved parameters.", ""]
     digits, why = _test_digits()
-    z = sample_latents(SAMPLE_ROWS * SAMPLE_COLS, int(entries[0].record.config.get("model", {}).get("latent_dim", 20)))
+    z = sample_latents(SAMPLE_ROWS * SAMPLE_COLS, entries[0].record.config.model.latent_dim)
     for e in entries:
         params = load_params(e)
         if params is None:

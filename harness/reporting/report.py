@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from harness import atomic
-from harness.config import RunConfig
 from harness.errors import HarnessError
 from harness.measurement import measure, results
-from harness.measurement.results import RunRecord, workload_of
+from harness.measurement.results import RunRecord
 from harness.reporting.entries import (REFERENCE_BACKEND, Entry, baseline, by_device, load_entries, one_line,
                                        steady_seconds)
 from harness.reporting.figure_sections import figure_sections
@@ -80,7 +79,7 @@ def verdict(entries: list[Entry]) -> str:
             f"{e.label} {e.result.status} ({one_line(e.result.error)})" for e in failed) + ".")
     else:
         parts.append("Every backend finished every epoch.")
-    short = {(e.record.config.get("train_limit"), e.record.config.get("test_limit")) for e in entries}
+    short = {(e.record.config.train_limit, e.record.config.test_limit) for e in entries}
     for train, test in sorted(short, key=str):
         if train or test:
             parts.append(f"This run used {train or 'all'} training and {test or 'all'} test samples, so its "
@@ -100,7 +99,6 @@ def _environment_lines(record: RunRecord) -> dict[str, Any]:
     env, cfg = record.environment, record.config
     git = env.get("git") or {}
     gpus = "; ".join(f"{g.get('name')} ({g.get('memory')}, driver {g.get('driver')})" for g in env.get("gpus", []))
-    model = cfg.get("model", {})
     out = {
         "harness": env.get("harness_version"), "python": env.get("python"), "platform": env.get("platform"),
         "cpu": f"{env.get('cpu')} ({env.get('cores')} cores; {' '.join(env.get('cpu_flags', []))})",
@@ -108,11 +106,11 @@ def _environment_lines(record: RunRecord) -> dict[str, Any]:
         "packages": ", ".join(f"{k} {v}" for k, v in (env.get("packages") or {}).items() if v),
         "environment variables": ", ".join(f"{k}={v}" for k, v in (env.get("env") or {}).items() if v) or "none set",
         "git": f"{git.get('commit')}{' (dirty)' if git.get('dirty') else ''}" if git.get("commit") else "unknown",
-        "run": (f"device {cfg.get('device')}, seed {cfg.get('seed')}, {cfg.get('epochs')} epochs, "
-                f"{cfg.get('threads')} threads, precision {cfg.get('precision')}, workload "
-                f"{workload_of(cfg).name}, engine options {RunConfig.from_dict(cfg).engine_options or 'none'}, train/test limit {cfg.get('train_limit') or 'all'}/"
-                f"{cfg.get('test_limit') or 'all'}, timeout {cfg.get('timeout')} s, target {cfg.get('target_loss')}"),
-        "model": ", ".join(f"{k} {v}" for k, v in model.items()),
+        "run": (f"device {cfg.device}, seed {cfg.seed}, {cfg.epochs} epochs, "
+                f"{cfg.threads} threads, precision {cfg.precision}, workload "
+                f"{cfg.model.spec().name}, engine options {cfg.engine_options or 'none'}, train/test limit {cfg.train_limit or 'all'}/"
+                f"{cfg.test_limit or 'all'}, timeout {cfg.timeout} s, target {cfg.target_loss}"),
+        "model": ", ".join(f"{k} {v}" for k, v in cfg.model.to_dict().items()),
     }
     for r in record.results:
         if r.backend_info or r.threads:
@@ -147,7 +145,7 @@ def write_report(run_dirs: list[Path], out_dir: Path) -> Path:
     if not entries:
         raise HarnessError(f"{', '.join(map(str, run_dirs))}: no backend results to report")
     title = ", ".join(sorted({e.result.device for e in entries}))
-    names = ", ".join(sorted({f"{results.workload_of(e.record.config).name}, {e.record.config.get('precision', 'float32')}"
+    names = ", ".join(sorted({f"{e.record.config.model.spec().name}, {e.record.config.precision}"
                               for e in entries}))
     lines = [f"# vae-bench report: {names} ({title})", "",
              "From: " + ", ".join(f"`{d / results.RESULTS_FILE}`" for d in run_dirs), "",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from harness.execution import caches
 from harness.measurement import floor, measure
-from harness.measurement.results import finite_epochs, workload_of
+from harness.measurement.results import finite_epochs
 from harness.reporting import evaluation_report
 from harness.reporting.entries import REFERENCE_BACKEND, Entry, baseline, by_device, one_line, steady_seconds
 
@@ -44,7 +44,7 @@ def summary_frame(group: list[Entry]):
             "backend": r.backend if len({x.result.backend for x in group}) == len(group) else e.label,
             "status": r.status,
             "epochs": str(len(r.epochs)),
-            **{f"final {m.name}": _fmt(last and last.metrics.get(m.name)) for m in workload_of(e.record.config).metrics},
+            **{f"final {m.name}": _fmt(last and last.metrics.get(m.name)) for m in e.record.config.model.spec().metrics},
             "compile s": caches.label(r.compile_seconds, r.compile_cache),
             "first epoch s": _fmt(r.first_epoch_seconds),
             "steady s/epoch (min-max)": steady,
@@ -60,12 +60,12 @@ def summary_frame(group: list[Entry]):
     frame = pd.DataFrame(rows)
     iwae = evaluation_report.iwae_column([e.result for e in group])
     if iwae:  # beside the test metrics, only when `harness evaluate` has run
-        frame.insert(3 + len(workload_of(group[0].record.config).metrics), *iwae)
+        frame.insert(3 + len(group[0].record.config.model.spec().metrics), *iwae)
     return frame
 
 
 def summary_section(entries: list[Entry]) -> list[str]:
-    metrics = workload_of(entries[0].record.config).metrics
+    metrics = entries[0].record.config.model.spec().metrics
     lines = ["## Summary", "",
              " ".join(f"{m.name}: {m.meaning}." for m in metrics) + " Steady = epochs after the first: median seconds per epoch (min-max). Speed-ups divide "
              "the baseline's steady median by the backend's, on the same device; '-' when either is absent. "

@@ -21,7 +21,7 @@ from harness import atomic  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 from harness.measurement import measure, results, stats
 from harness.sweeps.state import SweepState, load  # noqa: E402
-from harness.sweeps.summary import ci_triple, fmt_ci, metric_names, workload_of  # noqa: E402
+from harness.sweeps.summary import ci_triple, fmt_ci, metric_names  # noqa: E402
 
 REPORT_FILE = "report.md"
 LOSS_FIGURE = "sweep-loss-curves.png"
@@ -41,7 +41,7 @@ def write_sweep_report(sweep_dir: Path, out_dir: Path) -> Path:
     parts = [_header(state), _summary_section(state), _comparison_section(state)]
     if not curves.empty:
         _plot_loss_curves(curves, metric_names(state.spec), out_dir / LOSS_FIGURE)
-        meanings = "; ".join(f"`{m.name}`: {m.meaning}" for m in workload_of(state.spec).metrics)
+        meanings = "; ".join(f"`{m.name}`: {m.meaning}" for m in state.spec.base.model.spec().metrics)
         parts.append(f"## Loss curves\n\nMean over seeds per backend, band = 95% t-interval ({meanings}).\n\n"
                      f"![loss curves]({LOSS_FIGURE})\n")
         _plot_throughput(state, out_dir / THROUGHPUT_FIGURE)
@@ -109,13 +109,14 @@ def _loss_clause(s: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------- text
 
 def _header(state: SweepState) -> str:
-    spec = state.spec
+    spec, base = state.spec, state.spec.base
     ok = sum(j.status == "ok" for j in state.jobs)
     return (f"# vae-bench sweep\n\n"
-            f"- workload: {spec.workload}; backends: {', '.join(spec.backends)}; devices: {', '.join(spec.devices)}; "
+            f"- workload: {base.model.workload}; backends: {', '.join(spec.backends)}; devices: {', '.join(spec.devices)}; "
             f"seeds: {', '.join(map(str, spec.seeds))}; latent sizes: {', '.join(map(str, spec.latent_dims))}\n"
-            f"- {spec.epochs} epoch(s) per job; {spec.train_limit or 60000} training samples; "
-            f"threads {spec.threads or 'all cores'}; executor {spec.executor}\n"
+            f"- {base.epochs} epoch(s) per job; {base.train_limit or 60000} training samples; batch size "
+            f"{base.model.batch_size}; precision {base.precision}; engine options {base.engine_options or 'none'}; "
+            f"threads {base.threads or 'all cores'}; executor {spec.executor}\n"
             f"- jobs: {ok} of {len(state.jobs)} ok; driver wall time {state.wall_seconds:.1f} s\n"
             f"- command: `{state.command}`\n")
 
@@ -139,7 +140,7 @@ def _summary_section(state: SweepState) -> str:
 def throughput_basis(state: SweepState) -> str:
     """Which throughput the sweep's samples/s are: 'steady', 'first-epoch' (1-epoch jobs) or both, labelled."""
     # Jobs recorded before the field existed: their basis follows from the spec's epoch count.
-    bases = {j.throughput_basis or measure.throughput_basis(state.spec.epochs)
+    bases = {j.throughput_basis or measure.throughput_basis(state.spec.base.epochs)
              for j in state.jobs if j.status == "ok" and j.samples_per_second}
     if bases == {"first epoch"}:
         return "first-epoch (1-epoch jobs have no steady state)"

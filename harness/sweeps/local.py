@@ -51,7 +51,7 @@ class LocalExecutor:
 
     def run(self, jobs: list[SweepJob], spec: SweepSpec, sweep_dir: Path, on_start: OnStart,
             on_done: OnDone) -> None:
-        threads = spec.threads or len(os.sched_getaffinity(0))
+        threads = spec.base.threads or len(os.sched_getaffinity(0))
         cpu = [j for j in jobs if j.device == "cpu"]
         gpu = [j for j in jobs if j.device != "cpu"]
         for job in cpu:
@@ -60,7 +60,7 @@ class LocalExecutor:
                                        str(self.mnist_dir), self._command(job), self.environment))
         if gpu:
             slots = placement.gpu_slots(visible_gpus(), sorted(os.sched_getaffinity(0)))
-            self.run_pinned(gpu, spec, sweep_dir, slots, spec.threads, on_start, on_done)
+            self.run_pinned(gpu, spec, sweep_dir, slots, spec.base.threads, on_start, on_done)
 
     def run_pinned(self, jobs: list[SweepJob], spec: SweepSpec, sweep_dir: Path, slots: list[placement.Slot],
                    threads: int, on_start: OnStart, on_done: OnDone) -> None:

@@ -152,7 +152,7 @@ class RayExecutor:
         for job, options in zip(jobs, job_resources(ray, jobs)):
             job_env = {**env, **(GPU_ENV if job.device != "cpu" else {})}
             ref = task.options(**options, max_retries=self.max_retries, retry_exceptions=False).remote(
-                spec.job_config(job, spec.threads).to_dict(), mnist, job_env, f"{self.command}  # job {job.id}")
+                spec.job_config(job, spec.base.threads).to_dict(), mnist, job_env, f"{self.command}  # job {job.id}")
             pending[ref] = job
             on_start(job)
         try:

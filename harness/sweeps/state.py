@@ -27,24 +27,27 @@ FINISHED = ("ok", "diverged")
 DEFAULT_SEEDS = "1-5"
 
 
+# The settings of sweep.json schema 2 specs that were written flat, before the spec held a base RunConfig.
+_FLAT_SETTINGS = ("epochs", "threads", "precision", "timeout", "train_limit", "test_limit", "target_loss",
+                  "cold_compile")
+
+
 @dataclass(frozen=True)
 class SweepSpec:
-    """What a sweep was asked to do: the axes it crosses and the settings every job shares."""
+    """What a sweep was asked to do: a base RunConfig, the axes it crosses, and where the jobs run.
 
+    Every job is `base` with the job's backend, device, seed and latent size put in by
+    `dataclasses.replace` (`job_config`): whatever `harness run` takes as an experiment flag, a sweep
+    takes too (harness/cli/flags.py defines each flag once for both). The base's own backends are the
+    sweep's (so its engine options are checked against them); its device, seed and latent size are the
+    axes' first values.
+    """
+
+    base: RunConfig
     backends: tuple[str, ...]
     devices: tuple[str, ...] = ("cpu",)
     seeds: tuple[int, ...] = tuple(parse_seeds(DEFAULT_SEEDS))
     latent_dims: tuple[int, ...] = (ModelConfig().latent_dim,)
-    workload: str = ModelConfig().workload
-    epochs: int = 10
-    threads: int = 0  # 0 = every core of the machine (local) or of the node running the job (ray)
-    compile_mode: str = "default"
-    precision: str = "float32"
-    timeout: float = 0.0
-    train_limit: int = 0
-    test_limit: int = 0
-    target_loss: float = 100.0
-    cold_compile: bool = False  # every job compiles from empty caches (harness.execution.caches)
     executor: str = "local"
     address: str | None = None  # Ray cluster, HOST:PORT; None = $RAY_ADDRESS or a local Ray instance
     max_retries: int = 2  # Ray retries of a job whose worker or node died
@@ -55,25 +58,35 @@ class SweepSpec:
                 for z in self.latent_dims for s in self.seeds for d in self.devices for b in self.backends]
 
     def job_config(self, job: SweepJob, threads: int) -> RunConfig:
-        """The RunConfig of one job: a `harness run` of one backend, with this latent size."""
-        model = ModelConfig(workload=self.workload, latent_dim=job.latent_dim)
-        return RunConfig(backends=(job.backend,), device=job.device, epochs=self.epochs, seed=job.seed,
-                         threads=threads, engine_options={"torch-compile": {"mode": self.compile_mode}}
-                         if job.backend == "torch-compile" else {}, precision=self.precision,
-                         train_limit=self.train_limit, test_limit=self.test_limit, timeout=self.timeout,
-                         target_loss=self.target_loss, cold_compile=self.cold_compile, model=model)
+        """The RunConfig of one job: a `harness run` of one backend, with this latent size; `threads` is
+        what the executor gives it (base.threads, 0 = every core, resolved where the job runs)."""
+        return dataclasses.replace(
+            self.base, backends=(job.backend,), device=job.device, seed=job.seed, threads=threads,
+            engine_options={b: dict(o) for b, o in self.base.engine_options.items() if b == job.backend},
+            model=dataclasses.replace(self.base.model, latent_dim=job.latent_dim))
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "base": self.base.to_dict()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SweepSpec:
+        """From sweep.json; a spec written flat (before it held a base RunConfig) is migrated here."""
+        d = dict(d)
+        if "base" in d:
+            base = RunConfig.from_dict(d.pop("base"))
+        else:
+            # Those sweeps' jobs took RunConfig's defaults for what the spec did not name (harness noise).
+            mode = d.pop("compile_mode", "default")
+            model = ModelConfig(workload=d.pop("workload", ModelConfig().workload))
+            base = RunConfig(backends=tuple(d.get("backends", ())), model=model,
+                             engine_options={"torch-compile": {"mode": mode}} if "torch-compile" in d.get("backends", ()) else {},
+                             **{k: d.pop(k) for k in _FLAT_SETTINGS if k in d})
         known = {f.name for f in dataclasses.fields(cls)}
         d = {k: v for k, v in d.items() if k in known}
         for key in ("backends", "devices", "seeds", "latent_dims"):
             if key in d:
                 d[key] = tuple(d[key])
-        return cls(**d)
+        return cls(base=base, **d)
 
 
 @dataclass
@@ -140,7 +153,7 @@ class SweepState:
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        d = {**dataclasses.asdict(self), "spec": self.spec.to_dict()}
         d["kind"] = "sweep"
         return d
 

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.measurement import results
 from harness.sweeps.state import SweepJob, SweepSpec
-from workloads.spec import Workload
 
 
 def summary_rows(jobs: list[SweepJob]) -> list[dict[str, Any]]:
@@ -19,15 +17,10 @@ def summary_rows(jobs: list[SweepJob]) -> list[dict[str, Any]]:
             if j.status == "ok" and j.metrics and j.samples_per_second is not None]
 
 
-def workload_of(spec: SweepSpec) -> Workload:
-    """The workload every job of the sweep trains, read as a results file's config would be, so that the
-    sweep's tables and report name the same metrics as its jobs' results files."""
-    return results.workload_of({"model": {"workload": spec.workload}})
-
-
 def metric_names(spec: SweepSpec) -> tuple[str, ...]:
-    """The test metrics the sweep's workload reports (the first is the primary one)."""
-    return workload_of(spec).metric_names
+    """The test metrics the sweep's workload reports (the first is the primary one): its base config's,
+    which every job's config, and so every job's results file, shares."""
+    return spec.base.model.spec().metric_names
 
 
 def ci_triple(entry: dict[str, Any], point: str, prefix: str) -> tuple[float | None, float | None, float | None]:

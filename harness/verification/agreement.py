@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from harness.config import ModelConfig, RunConfig
+
 # The fields of an experiment, in the order a mismatch is reported.
 EXPERIMENT_FIELDS = ("device_kind", "model", "precision", "train_limit", "test_limit", "noise")
 
@@ -20,25 +22,26 @@ def device_kind(device: str) -> str:
     return device.split(":", 1)[0]
 
 
-def experiment(config: dict[str, Any], device: str | None = None) -> dict[str, Any]:
-    """The comparability key of a run's config (a results.json `config`), for `device` if given.
+def experiment(config: RunConfig, device: str | None = None) -> dict[str, Any]:
+    """The comparability key of a run's config (a record's parsed `config`), for `device` if given.
 
-    Records written before the noise field existed used each framework's own noise.
+    Records written before the noise field existed used each framework's own noise (RunConfig.from_dict).
     """
     return {
-        "device_kind": device_kind(device or config.get("device", "cpu")),
-        "model": model_key(config.get("model") or {}),
-        "precision": config.get("precision", "float32"),
-        "train_limit": int(config.get("train_limit") or 0),
-        "test_limit": int(config.get("test_limit") or 0),
-        "noise": config.get("noise", "framework"),
+        "device_kind": device_kind(device or config.device),
+        "model": model_key(config.model.to_dict()),
+        "precision": config.precision,
+        "train_limit": int(config.train_limit or 0),
+        "test_limit": int(config.test_limit or 0),
+        "noise": config.noise,
     }
 
 
 def model_key(model: dict[str, Any]) -> dict[str, Any]:
-    """A model config as compared: sorted, and the workload named (records and targets written before
-    workloads existed trained the MLP VAE)."""
-    return dict(sorted({"workload": "mlp-vae", **model}.items()))
+    """A model config as compared: read as a ModelConfig (records and targets written before workloads
+    existed trained the MLP VAE; a workload's config holds only its own sizes, so the MLP's hidden_dim
+    that old conv-vae records and targets carry is not compared), then sorted."""
+    return dict(sorted(ModelConfig.from_dict(model).to_dict().items()))
 
 
 def mismatch(a: dict[str, Any], b: dict[str, Any]) -> str | None:

@@ -32,7 +32,6 @@ import numpy as np
 from scipy import stats
 
 from harness.errors import HarnessError
-from harness.measurement.results import workload_of
 from harness.verification.agreement import experiment, mismatch
 from harness.verification.targets import Band, EpochTargets, Profile
 
@@ -132,7 +131,7 @@ def seeds_of(records: list[tuple[str, Any]]) -> dict[int, dict[str, Any]]:
     for folder, rec in records:
         if (why := mismatch(exp, experiment(rec.config))) is not None:
             raise HarnessError(f"calibration runs are not one experiment: {folder}: {why}")
-        seed = int(rec.config.get("seed", 0))
+        seed = rec.config.seed
         for r in rec.results:
             if r.backend in joined.setdefault(seed, {}):
                 raise HarnessError(f"calibration run {folder} repeats {r.backend} for seed {seed}")
@@ -154,7 +153,7 @@ def calibrated_profile(profile: Profile, records: list[tuple[str, Any]]) -> Prof
     if len(joined) < 3:
         raise HarnessError(f"calibration needs runs of at least 3 seeds, got {len(joined)}")
     last, backends = profile.epochs, profile.backends
-    metrics = (*workload_of(records[0][1].config).metric_names, "train_loss")
+    metrics = (*records[0][1].config.model.spec().metric_names, "train_loss")
     values = {m: {e: [] for e in range(1, last + 1)} for m in metrics}
     losses: dict[int, dict[str, dict[int, float]]] = {}
     for seed, by_backend in sorted(joined.items()):

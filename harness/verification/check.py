@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-from harness.measurement import results
+from harness.config import ModelConfig, RunConfig
 from harness.verification import agreement
 from harness.verification.targets import Profile, load_targets
 
@@ -30,7 +30,7 @@ def default_target_loss(workload: str = "mlp-vae", precision: str = "float32") -
     same = [p for p in mine if p.calibrated_on.get("precision", "float32") == precision]
     profile = max(same or [p for p in mine if p.calibrated_on.get("precision", "float32") == "float32"],
                   key=lambda p: p.epochs)
-    return profile.per_epoch[profile.epochs].bands[results.workload_of(profile.calibrated_on).primary_metric].high
+    return profile.per_epoch[profile.epochs].bands[ModelConfig.from_dict(profile.calibrated_on.get("model") or {}).spec().primary_metric].high
 
 
 @dataclass
@@ -69,12 +69,12 @@ class Judgement:
 
 def evaluate(record, profile: Profile) -> Judgement:
     """Judge every epoch of `record` from 1 to min(profile, run) against `profile`."""
-    last = min(profile.epochs, int(record.config.get("epochs", 0)))
+    last = min(profile.epochs, record.config.epochs)
     out = Judgement(profile.name, last)
     seeds = sorted({r.seed for r in record.results})
     out.warnings += [f"seed {s} is a calibration seed of {profile.name!r}: judged, but not independent evidence"
                      for s in seeds if s in profile.calibration.get("seeds", [])]
-    primary = results.workload_of(record.config).primary_metric
+    primary = record.config.model.spec().primary_metric
     for seed in seeds:
         mine = [r for r in record.results if r.seed == seed]
         _bands(out, mine, record.config, profile, last)
@@ -82,7 +82,7 @@ def evaluate(record, profile: Profile) -> Judgement:
     return out
 
 
-def _bands(out: Judgement, mine: list, config: dict, profile: Profile, last: int) -> None:
+def _bands(out: Judgement, mine: list, config: RunConfig, profile: Profile, last: int) -> None:
     for r in mine:
         exp = agreement.experiment(config, r.device)
         if (why := profile.mismatch(exp, bands=True)) is not None:
@@ -101,7 +101,7 @@ def _bands(out: Judgement, mine: list, config: dict, profile: Profile, last: int
                 out.findings.append(Finding(r.backend, metric, epoch, value, band.text(), r.seed, band.contains(value)))
 
 
-def _agreement(out: Judgement, mine: list, config: dict, profile: Profile, last: int, primary: str) -> None:
+def _agreement(out: Judgement, mine: list, config: RunConfig, profile: Profile, last: int, primary: str) -> None:
     calibrated = [r for r in mine if r.backend in profile.backends]
     outside = sorted(r.backend for r in mine if r.backend not in profile.backends)
     if outside:

@@ -24,6 +24,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.config import RunConfig
 from harness.errors import HarnessError
 from harness.measurement import results
 from harness.measurement.results import BackendResult, finite_epochs
@@ -65,7 +66,7 @@ def speed_change(base: Steady | None, new: Steady | None) -> int | None:
     return 0
 
 
-def same_backend_tolerance(base: BackendResult | None, new: BackendResult | None, config: dict | None = None,
+def same_backend_tolerance(base: BackendResult | None, new: BackendResult | None, config: RunConfig | None = None,
                            epoch: int | None = None) -> tuple[float | None, str]:
     """(tolerance, where it comes from) of one backend against itself at `epoch`; None: not calibrated.
 
@@ -81,8 +82,10 @@ def same_backend_tolerance(base: BackendResult | None, new: BackendResult | None
         return None, "not calibrated (other device or thread count)"
     if base.threads == 1:
         return 0.0, "exact (one CPU thread: bit-identical)"
-    exp = agreement.experiment(config or {}, base.device)
-    profile = profile_for(load_targets(), exp, epoch or 1) if config is not None and epoch else None
+    if config is None or not epoch:
+        return None, f"not calibrated ({base.threads} threads, no epoch in common)"
+    exp = agreement.experiment(config, base.device)
+    profile = profile_for(load_targets(), exp, epoch)
     targets = profile.at(epoch, exp) if profile else None
     if targets is None:
         return None, f"not calibrated ({base.threads} threads, no same-seed tolerance for epoch {epoch})"
@@ -132,11 +135,11 @@ def _at_common_epoch(base: BackendResult | None, new: BackendResult | None):
     return k, b[k], n[k]
 
 
-def check_comparable(base_dir: Path, base_cfg: dict, new_dir: Path, new_cfg: dict) -> None:
+def check_comparable(base_dir: Path, base_cfg: RunConfig, new_dir: Path, new_cfg: RunConfig) -> None:
     """One-line refusal unless both runs are one seed of one experiment."""
-    if base_cfg.get("seed") != new_cfg.get("seed"):
+    if base_cfg.seed != new_cfg.seed:
         raise HarnessError(f"cannot compare {base_dir} and {new_dir}: seeds differ "
-                           f"({base_cfg.get('seed')} vs {new_cfg.get('seed')}), so the losses are not one experiment")
+                           f"({base_cfg.seed} vs {new_cfg.seed}), so the losses are not one experiment")
     why = agreement.mismatch(agreement.experiment(base_cfg), agreement.experiment(new_cfg))
     if why:
         raise HarnessError(f"cannot compare {base_dir} and {new_dir}: {why}")
@@ -147,7 +150,7 @@ def compare(base_dir: Path, new_dir: Path) -> list[Row]:
     base_rec, new_rec = results.load(base_dir), results.load(new_dir)
     check_comparable(base_dir, base_rec.config, new_dir, new_rec.config)
     keys = list(dict.fromkeys((r.backend, r.device) for r in base_rec.results + new_rec.results))
-    names = results.workload_of(new_rec.config).metric_names
+    names = new_rec.config.model.spec().metric_names
     rows = []
     for backend, device in keys:
         # A run holds one seed per backend and device; a sweep's first match stands for it.

@@ -16,8 +16,8 @@ from typing import Any
 import tomli_w
 
 from harness import atomic
+from harness.config import ModelConfig
 from harness.errors import HarnessError
-from harness.measurement.results import workload_of
 from harness.verification.agreement import mismatch
 
 TARGETS_FILE = Path(__file__).with_name("targets.toml")
@@ -105,7 +105,7 @@ def load_targets(path: Path | None = None) -> dict[str, Profile]:
 
 def _profile(name: str, p: dict) -> Profile:
     # Bands exist for the train loss and the test metrics of the workload the profile was calibrated on.
-    known = {"train_loss", *workload_of({"model": p.get("calibrated_on", {}).get("model") or {}}).metric_names}
+    known = {"train_loss", *ModelConfig.from_dict(p.get("calibrated_on", {}).get("model") or {}).spec().metric_names}
     per_epoch = {}
     for e in p.get("per_epoch", []):
         bands = {m: Band(float(b["low"]), float(b["high"]), str(b.get("derivation", "")))

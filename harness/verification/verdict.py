@@ -13,8 +13,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from harness.config import RunConfig
 from harness.errors import HarnessError
-from harness.measurement.results import finite_epochs, workload_of
+from harness.measurement.results import finite_epochs
 from harness.verification import agreement
 from harness.verification.targets import EpochTargets, load_targets, profile_for
 from workloads.spec import Metric
@@ -89,10 +90,10 @@ def groups(entries: list) -> list[Group]:
     return out
 
 
-def _primary_metric(config: dict[str, Any]) -> Metric:
+def _primary_metric(config: RunConfig) -> Metric:
     """The metric the gaps are taken in (`EpochRecord.primary`, the workload's first), so the prose names
     it and its unit rather than assuming every workload reports test_loss in nats."""
-    return workload_of(config).metrics[0]
+    return config.model.spec().metrics[0]
 
 
 def _where(g: Group) -> str:
@@ -160,7 +161,7 @@ def gap_table(entries: list) -> list[str]:
     return lines
 
 
-def calibrated_bands(config: dict[str, Any], device: str) -> tuple[list, str]:
+def calibrated_bands(config: RunConfig, device: str) -> tuple[list, str]:
     """The loss figure's bands: each profile's last epoch, for this experiment, and a caption for them."""
     from harness.reporting.figures import BandMark
     exp = agreement.experiment(config, device)

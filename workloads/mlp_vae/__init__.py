@@ -53,4 +53,5 @@ WORKLOAD = Workload(
     description="pytorch/examples VAE: 784-400-20-400-784 MLP, ReLU, Bernoulli decoder",
     param_shapes=param_shapes, train_flops_per_sample=train_flops_per_sample,
     eval_flops_per_sample=eval_flops_per_sample, metrics=METRICS,
+    sizes=(("hidden_dim", 400),),  # the hidden layer of the encoder and of the decoder
 )

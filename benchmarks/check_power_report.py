@@ -39,9 +39,13 @@ def write_report(report: dict, out: Path, goals, max_false_alarm: float) -> None
     for fa in report["false_alarms"]:
         n = fa["held_out_checks"] + fa["leave_one_out_checks"]
         alarms = fa["held_out_alarms"] + fa["leave_one_out_alarms"]
+        if n >= 300:
+            verdict = "met" if alarms <= max_false_alarm * n else "**not met**"
+        else:  # too few checks to confirm a 1 % rate: say what was seen and what the design promises
+            verdict = ("no alarm seen, consistent with the design bound" if alarms == 0 else "**alarms seen**") + \
+                f"; {n} checks alone bound the rate only below {3 / n:.0%} (95 %), the 1 % is the statistics' design"
         lines.append(f"- {fa['profile']}: false alarms {alarms} of {n} unshifted checks (goal at most "
-                     f"{max_false_alarm:.0%}): {'met' if alarms <= max_false_alarm * n else '**not met**'}"
-                     f"{'' if n >= 300 else f'; {n} checks cannot show a rate below {3 / n:.0%} (95 %)'}")
+                     f"{max_false_alarm:.0%}): {verdict}")
     lines += ["", "## Tolerances at some epochs", "", "| profile | epoch | gap tolerance | 10-epoch mean gap tolerance |",
               "|---|---|---|---|"]
     for name, per in report["tolerances"].items():

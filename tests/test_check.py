@@ -143,7 +143,7 @@ def test_a_planted_shift_at_one_epoch_fails_the_full_profile(tmp_path):
 def test_the_h200_run_is_judged_by_the_bands_and_passes():
     """The committed H200 run (CUDA, seed 1, 50 epochs): bands judge it on any device and it passes; same-seed
     gaps are not judged there (the tolerances are the CPU's)."""
-    run = ROOT / "reports/h200-gpu-check/full-50"
+    run = ROOT / "reports/h200-gpu-check/runs/full-50"
     proc = harness("check", "--from", run)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "profile 'full'" in proc.stdout and "FAIL" not in proc.stdout

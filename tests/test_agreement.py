@@ -15,6 +15,7 @@ from harness.config import ModelConfig, RunConfig
 from harness.errors import HarnessError
 from harness.measurement import results
 from harness.measurement.results import BackendResult, EpochRecord, RunRecord
+from harness.reporting import verdict_text
 from harness.verification import agreement, calibration, check, compare, targets, verdict
 from workloads.spec import Metric
 
@@ -89,7 +90,7 @@ def test_targets_round_trip_through_toml(targets_file):
 def test_verdict_uses_each_epochs_own_tolerance(targets_file, gap1, gap50, ok1, ok50):
     (g,) = verdict.groups(entries(two(gap1, gap50)))
     assert (g.gaps[1].ok, g.gaps[50].ok) == (ok1, ok50)
-    text = " ".join(verdict.sentences(entries(two(gap1, gap50))))
+    text = " ".join(verdict_text.sentences(entries(two(gap1, gap50))))
     assert ("disagree" in text) == (not (ok1 and ok50))
 
 
@@ -97,23 +98,23 @@ def test_uncalibrated_epoch_is_shown_not_judged(targets_file):
     rec = record(result("torch", {1: 120.0, 7: 100.0}), result("jax", {1: 120.1, 7: 105.0}))
     (g,) = verdict.groups(entries(rec))
     assert g.gaps[7].ok is None and g.gaps[1].ok is True
-    text = " ".join(verdict.sentences(entries(rec)))
+    text = " ".join(verdict_text.sentences(entries(rec)))
     assert "not calibrated" in text and "epoch 7" in text and "disagree" not in text
-    table = "\n".join(verdict.gap_table(entries(rec)))
+    table = "\n".join(verdict_text.gap_table(entries(rec)))
     assert "| 7 | 5.000 |" in table and "not calibrated" in table
 
 
 def test_other_device_or_config_is_not_calibrated_and_not_mixed(targets_file):
     cuda = record(result("torch", {1: 120.0}, device="cuda"), result("jax", {1: 125.0}, device="cuda"))
-    text = " ".join(verdict.sentences(entries(cuda)))
+    text = " ".join(verdict_text.sentences(entries(cuda)))
     assert "not calibrated" in text and "device kind differs (cpu vs cuda)" in text and "disagree" not in text
     # one cpu and one cuda result of the same seed are two experiments: no gap between them at all
     mixed = entries(record(result("torch", {1: 120.0})), record(result("jax", {1: 125.0}, device="cuda")))
     assert verdict.groups(mixed) == []
     big_batch = entries(record(result("torch", {1: 120.0}), result("jax", {1: 125.0}), model=ModelConfig(batch_size=256)))
-    assert "model config differs (batch_size 128 vs 256)" in " ".join(verdict.sentences(big_batch))
+    assert "model config differs (batch_size 128 vs 256)" in " ".join(verdict_text.sentences(big_batch))
     own_noise = entries(record(result("torch", {1: 120.0}), result("jax", {1: 121.0}), noise="framework"))
-    assert "noise differs" in " ".join(verdict.sentences(own_noise))
+    assert "noise differs" in " ".join(verdict_text.sentences(own_noise))
 
 
 def test_verdict_names_the_workloads_primary_metric_and_its_unit(targets_file, monkeypatch):
@@ -121,7 +122,7 @@ def test_verdict_names_the_workloads_primary_metric_and_its_unit(targets_file, m
     assert {g.metric for g in verdict.groups(entries(rec))} == {"test_loss"}
     renamed = dataclasses.replace(rec.config.model.spec(), metrics=(Metric("neg_elbo", "renamed", "bits per image"),))
     monkeypatch.setattr(verdict, "_primary_metric", lambda config: renamed.metrics[0])
-    text = " ".join(verdict.sentences(entries(rec))) + "\n".join(verdict.gap_table(entries(rec)))
+    text = " ".join(verdict_text.sentences(entries(rec))) + "\n".join(verdict_text.gap_table(entries(rec)))
     assert "bits per image in neg_elbo" in text and "largest gap (bits per image)" in text and "nats" not in text
     assert "Same-seed neg_elbo gap" in text and "test_loss" not in text
 

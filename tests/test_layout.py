@@ -191,8 +191,7 @@ LAYERS: dict[str, set[str]] = {
 }
 # Imports against the layers that are known and being removed: the verdict's and compare's text
 # moves into harness/reporting/ (issue 23). Delete an entry when its import goes (a test says so).
-PENDING = {("harness.verification.compare", "harness.reporting.console"),
-           ("harness.verification.verdict", "harness.reporting.figures")}
+PENDING: set[tuple[str, str]] = set()
 
 
 def folder_of(module: str) -> str:

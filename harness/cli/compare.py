@@ -6,7 +6,8 @@ from pathlib import Path
 
 from harness import atomic
 from harness.errors import HarnessError
-from harness.verification.compare import compare, print_table, to_markdown
+from harness.reporting.compare_report import print_table, to_markdown
+from harness.verification.compare import compare
 
 
 def add_subcommands(sub) -> None:

@@ -13,7 +13,7 @@ import backends
 from harness.cli import flags
 from harness.config import ModelConfig, parse_seeds
 from harness.errors import HarnessError
-from harness.execution import devices
+from harness.execution.devices import resolve_device
 from harness.sweeps.state import DEFAULT_SEEDS, EXECUTORS, FINISHED, SWEEP_FILE, SweepSpec, SweepState, load, new_state
 from harness.sweeps.summary import ci_triple, fmt_ci, metric_names
 from harness.sweeps.sweep import prepare_dir, run
@@ -125,7 +125,7 @@ def resolve_devices(devices: tuple[str, ...], executor: str, frameworks: list[st
                                    "not this machine, hold the devices)")
             out.append(device)
         else:
-            out.append(devices.resolve_device(device, frameworks))
+            out.append(resolve_device(device, frameworks))
     return list(dict.fromkeys(out))  # auto may resolve to a device also named explicitly
 
 

@@ -17,7 +17,7 @@ from harness.measurement import measure
 from harness.measurement.results import finite_epochs
 from harness.reporting import evaluation_report
 from harness.reporting.entries import Entry, one_line
-from harness.verification.verdict import calibrated_bands
+from harness.reporting.verdict_text import calibrated_bands
 
 FIGURES_DIR = "figures"
 

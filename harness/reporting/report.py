@@ -24,8 +24,8 @@ from harness.reporting.entries import (REFERENCE_BACKEND, Entry, baseline, by_de
 from harness.reporting.figure_sections import figure_sections
 from harness.reporting.summary_table import summary_frame
 from harness.reporting.summary_table import summary_section as _summary_section  # its name here before the split
-from harness.verification.verdict import gap_table
-from harness.verification.verdict import sentences as verdict_sentences
+from harness.reporting.verdict_text import gap_table
+from harness.reporting.verdict_text import sentences as verdict_sentences
 
 # What importers read as report.<name>; Entry, load_entries and summary_frame are re-exported from the
 # modules they live in, so callers that knew them here keep working.

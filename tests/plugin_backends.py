@@ -138,8 +138,17 @@ class HangBackend(TorchEagerBackend):
         time.sleep(3600)
 
 
+class ParityExitBackend(TorchEagerBackend):
+    """The child process dies abruptly in its first lockstep parity step."""
+
+    name = "fault-exit-parity"
+
+    def lockstep_step(self, x, eps):
+        os._exit(9)
+
+
 for cls in (KLSignBackend, MeanReductionBackend, EpsInsideSqrtBackend, LargeLRBackend,
-            RaisingBackend, NaNBackend, ExitBackend, SlowBackend, HangBackend):
+            RaisingBackend, NaNBackend, ExitBackend, SlowBackend, HangBackend, ParityExitBackend):
     register(cls.name, BackendSpec(__name__, cls.__name__, "torch", "torch", cls.__doc__ or cls.name))
 
 for name, cls in (("torch", "SpyTorchEagerBackend"), ("torch-reference", "SpyTorchReferenceBackend"),

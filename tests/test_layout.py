@@ -179,7 +179,8 @@ LAYERS: dict[str, set[str]] = {
     "harness.execution": {"backends", "harness.measurement", "harness.config", "harness.draws", "harness.data",
                           "workloads"},
     "harness.sweeps": {"harness.execution", "harness.measurement", "harness.config", "harness.data", "workloads"},
-    "harness.verification": {"backends", "harness.measurement", "harness.config", "harness.draws", "workloads"},
+    "harness.verification": {"backends", "harness.execution", "harness.measurement", "harness.config",
+                             "harness.draws", "workloads"},  # execution: parity runs each backend in a child
     "harness.evaluation": {"backends", "harness.execution", "harness.sweeps", "harness.measurement",
                            "harness.config", "harness.draws", "harness.data", "workloads"},
     "harness.reporting": {"harness.verification", "harness.evaluation", "harness.sweeps", "harness.execution",

@@ -1,6 +1,6 @@
 """`harness parity --out DIR` writes parity.json and parity.md that can be read back.
 
-Kept fast: 3 teacher-forced steps of two torch backends, in-process.
+Kept fast: 3 teacher-forced steps of two torch backends, each in its own child process.
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from harness import cli
 from harness.config import ModelConfig
 from harness.reporting import parity_report
 from harness.verification import parity
+from tests.conftest import harness
 
 
 def test_parity_out_writes_readable_artifacts(tmp_path, mnist):
@@ -38,6 +39,21 @@ def test_parity_out_writes_readable_artifacts(tmp_path, mnist):
 def test_parity_out_unwritable_is_one_line(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    from tests.conftest import assert_one_line_error, harness
+    from tests.conftest import assert_one_line_error
     assert_one_line_error(harness("parity", "--steps", "1", "--backends", "torch", "--out", blocker / "x",
                                   timeout=120), "cannot write to --out folder")
+
+
+def test_a_backend_that_dies_in_parity_costs_only_its_own_result(tmp_path):
+    """Each backend's parity runs in its own child: one that exits abruptly leaves one error line, the
+    other backend's verdict and a parity.json that names the failure."""
+    out = tmp_path / "parity"
+    proc = harness("parity", "--steps", "2", "--backends", "fault-exit-parity,torch", "--threads", "1",
+                   "--out", out)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    errors = [line for line in proc.stdout.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "fault-exit-parity" in errors[0] and "exited with code 9" in errors[0], errors
+    doc = json.loads((out / "parity.json").read_text())
+    assert [b["backend"] for b in doc["backends"]] == ["torch"] and doc["backends"][0]["ok"]
+    assert doc["failed"][0]["backend"] == "fault-exit-parity" and not doc["passed"]
+    assert "Traceback" not in proc.stdout + proc.stderr

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from backends.info import framework_info
 from harness.cli.flags import add_run_flags, positive_int, run_config
 from harness.errors import HarnessError
 from harness.verification.parity import KINK_BUDGET, LOSS_RTOL, STEP_RTOL, run
@@ -22,6 +21,8 @@ def add_subcommands(sub) -> None:
 def cmd_parity(args, argv) -> int:
     from rich.table import Table
 
+    from rich.markup import escape
+
     from harness import data
     from harness.reporting.console import console
 
@@ -34,30 +35,37 @@ def cmd_parity(args, argv) -> int:
         atomic.ensure_writable_dir(args.out, "--out folder")  # fail before minutes of work, not after
     mnist = data.load(args.data_dir)
     from harness.execution import caches
-    with caches.activated(config.cold_compile):  # the backends train in this process: same caches as a run
+    with caches.activated(config.cold_compile):  # each backend's child inherits the caches, as in a run
         reports = run(list(config.backends), mnist.train_x, args.steps, config)
+    for r in reports:
+        if r.error:
+            console.print(f"[red]error:[/red] parity of {r.backend}: {escape(r.error)}", soft_wrap=True)
+    done = [r for r in reports if r.error is None]
     if args.out is not None:
         from harness.reporting import parity_report
-        doc = parity_report.to_dict(reports, config, args.steps, list(argv),
-                                    framework_info("parity", config))
+        info = {k: v for r in done for k, v in r.frameworks.items()}
+        doc = parity_report.to_dict(reports, config, args.steps, list(argv), info)
         parity_report.write(args.out, doc)
+    if not done:
+        return 1
     table = Table(title=f"lockstep parity over {args.steps} teacher-forced steps vs the float64 oracle: "
                         f"worst |diff| / max|ref| per tensor (tolerance {STEP_RTOL:g})")
     table.add_column("parameter")
-    for r in reports:
+    for r in done:
         table.add_column(r.backend, justify="right")
-    for name in reports[0].worst:
-        table.add_row(name, *(_cell(r.worst[name], r.worst[name] <= STEP_RTOL) for r in reports))
+    for name in done[0].worst:
+        table.add_row(name, *(_cell(r.worst[name], r.worst[name] <= STEP_RTOL) for r in done))
     table.add_row("entries beyond tol. (worst step)",
-                  *(_count(max(r.outliers), max(r.outliers) <= KINK_BUDGET) for r in reports))
-    table.add_row("per-step loss rel. error", *(_cell(r.max_loss_rel_err, r.max_loss_rel_err <= LOSS_RTOL) for r in reports))
-    table.add_row("free-running, after all steps (info)", *(f"{max(r.free_running.values()):.1e}" for r in reports))
+                  *(_count(max(r.outliers), max(r.outliers) <= KINK_BUDGET) for r in done))
+    table.add_row("per-step loss rel. error", *(_cell(r.max_loss_rel_err, r.max_loss_rel_err <= LOSS_RTOL) for r in done))
+    table.add_row("free-running, after all steps (info)", *(f"{max(r.free_running.values()):.1e}" for r in done))
     console.print(table)
     if args.out is not None:
         console.print(f"wrote {args.out / 'parity.json'} and {args.out / 'parity.md'}")
-    bad = [r.backend for r in reports if not r.ok]
+    bad = [r.backend for r in done if not r.ok]
     if bad:
         console.print(f"[red]disagree with the oracle: {', '.join(bad)}[/red]")
+    if bad or len(done) < len(reports):
         return 1
     console.print(f"all {len(reports)} backends agree with the float64 oracle")
     return 0

@@ -1,4 +1,4 @@
-"""The worker child process of one job: start it, feed its JSON-line events on, stop it, read its stderr.
+"""The child process of one job (training, or one backend's lockstep parity): start it, feed its JSON-line events on, stop it, read its stderr.
 
 Nothing here knows what an event means; harness.execution.runner folds them into the job's result. The
 child runs in its own session, so stopping it signals its whole process group, and it is told to die
@@ -20,10 +20,12 @@ from harness.execution.child_env import framework_env
 KILL_GRACE_SECONDS = 3.0
 
 
-def run(job_file: Path, stderr_path: Path, timeout: float, handle) -> tuple[int | None, bool]:
-    """Start the worker, feed its JSON-line events to `handle`, enforce the timeout; return (code, timed_out)."""
+def run(job_file: Path, stderr_path: Path, timeout: float, handle,
+        module: str = "harness.execution.worker") -> tuple[int | None, bool]:
+    """Start `python -m module job_file` (the training worker unless told), feed its JSON-line events to
+    `handle`, enforce the timeout; return (code, timed_out)."""
     with open(stderr_path, "ab") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "harness.execution.worker", str(job_file)],
+        proc = subprocess.Popen([sys.executable, "-m", module, str(job_file)],
                                 stdout=subprocess.PIPE, stderr=err, start_new_session=True,
                                 preexec_fn=_die_with_parent, env={**framework_env(), "PYTHONUNBUFFERED": "1"})
     deadline = time.monotonic() + timeout if timeout else None

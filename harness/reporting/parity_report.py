@@ -36,6 +36,7 @@ def to_dict(reports: list, config: RunConfig, steps: int, command: list[str],
         "environment": measure.environment(),
         "frameworks": frameworks or {},  # measure.framework_info after the run: versions, threads, precision
         "passed": all(r.ok for r in reports),
+        "failed": [{"backend": r.backend, "error": r.error} for r in reports if r.error],  # no result at all
         "backends": [{
             "backend": r.backend,
             "ok": r.ok,
@@ -45,7 +46,7 @@ def to_dict(reports: list, config: RunConfig, steps: int, command: list[str],
             "worst_step": _worst_step(r.outliers),      # 1-based; None when no step has an outlier
             "max_loss_rel_err": r.max_loss_rel_err,
             "free_running_rel_err": r.free_running,    # per tensor, after all steps without teacher forcing
-        } for r in reports],
+        } for r in reports if not r.error],
     }
 
 
@@ -60,7 +61,9 @@ def markdown(doc: dict[str, Any]) -> str:
     tol, rows = doc["tolerances"], doc["backends"]
     env = doc["environment"]
     head = "| parameter | " + " | ".join(r["backend"] for r in rows) + " |"
-    verdict = "all backends agree" if doc["passed"] else "disagree: " + ", ".join(r["backend"] for r in rows if not r["ok"])
+    failed = doc.get("failed", [])
+    verdict = "all backends agree" if doc["passed"] else "disagree: " + ", ".join(
+        [r["backend"] for r in rows if not r["ok"]] + [f"{f['backend']} (no result: {f['error']})" for f in failed])
     lines = [
         f"# Lockstep parity: {doc['steps']} teacher-forced steps, seed {doc['seed']}", "",
         f"Command: `{' '.join(doc['command'])}`", "",

@@ -19,13 +19,18 @@ docs/correctness.md with the committed runs (reports/parity-cpu*) they come from
 from __future__ import annotations
 
 import dataclasses
+import json
+import pickle
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 import backends
 from harness.config import RunConfig
 from harness.draws import init_params, lockstep_inputs
+from harness.execution import child_process
 from harness.verification import oracle
 
 # Per-step loss agreement (relative). Guards against a wrong reduction or KL term, which changes the
@@ -54,12 +59,15 @@ class BackendParity:
     backend: str
     worst: dict[str, float]          # per tensor: largest |cand - ref| / max|ref| over all steps
     outliers: list[int]              # per step: entries beyond STEP_RTOL
-    max_loss_rel_err: float          # over all steps
+    max_loss_rel_err: float | None   # over all steps (None: no result)
     free_running: dict[str, float] = field(default_factory=dict)  # per tensor, after N free steps
+    error: str | None = None         # why the backend's child produced no result (then nothing else is set)
+    frameworks: dict = field(default_factory=dict)  # versions and settings the child recorded
 
     @property
     def ok(self) -> bool:
-        return max(self.outliers, default=0) <= KINK_BUDGET and self.max_loss_rel_err <= LOSS_RTOL
+        return (self.error is None and max(self.outliers, default=0) <= KINK_BUDGET
+                and self.max_loss_rel_err <= LOSS_RTOL)
 
 
 def to_state32(params: dict, adam: oracle.AdamState) -> dict[str, np.ndarray]:
@@ -143,11 +151,31 @@ def run_backend(name: str, chain: OracleChain, config: RunConfig, free_running: 
 
 def run(names: list[str], train_x: np.ndarray, steps: int, config: RunConfig,
         free_running: bool = True) -> list[BackendParity]:
-    """Lockstep every backend in `names` against the float64 oracle."""
+    """Lockstep every backend in `names` against the float64 oracle, each in its own child process
+    (harness.verification.parity_worker, started as training workers are), so a framework that crashes
+    costs its own result only."""
     m = config.model
     params = init_params(config.seed, m)
     batches, noise = lockstep_inputs(train_x, steps, config.seed, m.batch_size, m.latent_dim)
     chain = oracle_chain(params, batches, noise, m)
-    return [run_backend(name, chain, config, free_running) for name in names]
+    with tempfile.TemporaryDirectory(prefix="vae-bench-parity-") as tmp:
+        chain_file = Path(tmp) / "chain.pickle"
+        chain_file.write_bytes(pickle.dumps(chain))  # written and read by this harness only
+        return [_in_child(name, chain_file, config, free_running, Path(tmp)) for name in names]
+
+
+def _in_child(name: str, chain_file: Path, config: RunConfig, free_running: bool, tmp: Path) -> BackendParity:
+    job = tmp / f"{name}.json"
+    job.write_text(json.dumps({"backend": name, "chain": str(chain_file), "config": config.to_dict(),
+                               "free_running": free_running}))
+    found: list[dict] = []
+    stderr = tmp / f"{name}.stderr"
+    code, timed_out = child_process.run(job, stderr, config.timeout, found.append,
+                                        module="harness.verification.parity_worker")
+    if found and code == 0:
+        return BackendParity(**found[-1]["report"])
+    lines = [line for line in stderr.read_text(errors="replace").splitlines() if line.strip()]
+    why = "timed out" if timed_out else f"its process exited with code {code}"
+    return BackendParity(name, {}, [], None, error=f"{why}{': ' + lines[-1] if lines else ''}")
 
 

@@ -65,8 +65,10 @@ GOOD = [
 @pytest.fixture
 def gpu_named(monkeypatch):
     """`--device cuda` resolves on this machine too: the test follows the flag, not a GPU."""
-    from harness.measurement import measure
-    monkeypatch.setattr(measure, "resolve_device", lambda device, frameworks=(): "cpu" if device == "auto" else device)
+    from harness.execution import devices
+    fake = lambda device, frameworks=(): "cpu" if device == "auto" else device  # noqa: E731
+    monkeypatch.setattr(devices, "resolve_device", fake)
+    monkeypatch.setattr(cli_sweep, "resolve_device", fake)  # sweep imported the name itself
 
 
 @pytest.mark.parametrize("argv, holds", GOOD, ids=[" ".join(g[0]) for g in GOOD])

@@ -17,7 +17,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.config import RunConfig  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 from harness.execution import caches  # noqa: E402
 from harness.measurement import floor, measure, results
@@ -115,7 +114,7 @@ def figures_table(records: dict[str, results.RunRecord]) -> list[str]:
         invalid = floor.problem(rec.results)
         for r in rec.results:
             s = r.summary or {}
-            mode = RunConfig.from_dict(rec.config).options(r.backend).get("mode", "-")
+            mode = rec.config.options(r.backend).get("mode", "-")
             lines.append(f"| {name} | {r.backend} | {mode} | {r.status} | {len(r.epochs)} | "
                          f"{caches.label(r.compile_seconds, r.compile_cache)} | {measure.seconds_cell(s, '.3g')} | "
                          f"{_fmt(s.get('train_samples_per_second'), ',.0f')} | {floor.multiple_cell(s, invalid)} | "

@@ -53,10 +53,14 @@ SCALE=${GPU_CHECK_BUDGET_SCALE:-1}
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" VAE_BENCH_DATA="$DATA"
 if [ "${GPU_CHECK_TINY:-0}" = 1 ]; then
     LIMITS=(--train-limit 512 --test-limit 256); SHORT=2; LONG=3; PARITY_STEPS=3; PROBE_REPEATS=1
-    PROFILE=ci  # the full profile judges epoch 50; a tiny run ends before it
+    PROFILE=ci
+    # A 512-sample run is another experiment than any calibrated profile, so its check judges nothing
+    # (exit 3, a failure on a GPU); the dry run exercises the step and accepts that, the real check never.
+    CHECK_EXTRA=(--allow-uncalibrated)
     IWAE=(--iwae 20 --test-limit 64)
 else
     LIMITS=(); SHORT=5; LONG=50; PARITY_STEPS=50; PROBE_REPEATS=5; PROFILE=full; IWAE=(--iwae 5000)
+    CHECK_EXTRA=()
 fi
 # Resumed and uninterrupted runs are bit-identical on one CPU thread (on two, identical torch eager
 # processes sometimes differ in the last float32 digits: docs/correctness.md); a GPU may reduce in
@@ -201,7 +205,7 @@ else skip iwae "--full only"; fi
 step parity env XLA_PYTHON_CLIENT_PREALLOCATE=false "${H[@]}" parity --device "$DEVICE" --data-dir "$DATA" \
     --backends torch-reference,torch,torch-compile,jax --steps "$PARITY_STEPS" --out "$RUNS/parity"
 full resume interrupted_then_resumed
-after full-50 check "${H[@]}" check --profile "$PROFILE" --from "$RUNS/full-50"
+after full-50 check "${H[@]}" check --profile "$PROFILE" --from "$RUNS/full-50" "${CHECK_EXTRA[@]}"
 step pytest-cuda env XLA_PYTHON_CLIENT_PREALLOCATE=false "$PY" -m pytest -m cuda -q -p no:cacheprovider \
     --junitxml "$OUT/pytest-cuda.xml" tests
 # Placeholder flags, to be confirmed with the lead's calibrate: the CUDA targets `check` needs to judge.

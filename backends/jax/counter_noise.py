@@ -15,18 +15,16 @@ import functools
 import jax
 import jax.numpy as jnp
 
-_M0, _M1 = 0xD2511F53, 0xCD9E8D57
-_W0, _W1 = 0x9E3779B9, 0xBB67AE85
-_KEY_TAG = 0x0015E
+from harness import counter_noise as reference
+
 _MASK16 = 0xFFFF
-_SQRT2 = 1.4142135381698608
-_LN2_HI, _LN2_LO = 0.693359375, -0.00021219444170128554
-# float32 values written as Python floats: each is exact in float32, so a float32 op rounds to it alone
-_LOG_POLY = (2.0, 0.6666666865348816, 0.4000000059604645, 0.2857142984867096, 0.2222222238779068,
-             0.1818181872367859)
-_SIN_POLY = (1.5707963705062866, -0.6459640860557556, 0.07969262450933456, -0.004681753925979137,
-             0.00016044118092395365, -3.598843250074424e-06, 5.6921727775716136e-08)
-_QUARTER_SCALE = 2.0 ** -21
+# The definition's constants come from its NumPy reference (one source), as Python floats: each is exact
+# in float32, so a float32 op rounds to it alone.
+_M0, _M1, _W0, _W1, _KEY_TAG = reference.M0, reference.M1, reference.W0, reference.W1, reference.KEY_TAG
+_SQRT2, _LN2_HI, _LN2_LO = float(reference.SQRT2), float(reference.LN2_HI), float(reference.LN2_LO)
+_LOG_POLY = tuple(map(float, reference.LOG_POLY))
+_SIN_POLY = tuple(map(float, reference.SIN_POLY))
+_QUARTER_SCALE = float(reference.QUARTER_SCALE)
 
 
 def _u32(x) -> jax.Array:

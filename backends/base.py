@@ -19,8 +19,6 @@ from harness.config import RunConfig
 from harness.draws import epoch_noise, noise_seed
 
 # The workload's test metrics, per test image, by name (workloads.spec.Workload.metrics).
-
-# The workload's test metrics, per test image, by name (workloads.spec.Workload.metrics).
 Metrics = dict[str, float]
 
 
@@ -36,15 +34,20 @@ class Noise:
     """The reparameterisation noise of one pass over a dataset.
 
     `eps` is the noise itself, (n, latent) float32, row i for the sample at position i of the pass; it
-    is None in `--noise framework` mode, where the backend draws its own from `seed`.
+    is None in `--noise framework` mode, where the backend draws its own from `seed`, and in `--noise
+    counter` mode, where the backend generates the harness's counter-based noise (harness/counter_noise.py)
+    of (run seed, epoch) = `counter` on its device, stream STREAM_REPARAM, row i = position i.
     """
 
     seed: int
     eps: np.ndarray | None = None
+    counter: tuple[int, int] | None = None  # (run seed, epoch) of the counter-based noise
 
 
 def pass_noise(source: str, seed: int, epoch: int, n: int, latent: int) -> Noise:
     """The noise of one pass over n samples (epoch 0 = evaluation) from `source` (RunConfig.noise)."""
+    if source == "counter":
+        return Noise(noise_seed(seed, epoch), counter=(seed, epoch))
     return Noise(noise_seed(seed, epoch), epoch_noise(seed, epoch, n, latent) if source == "harness" else None)
 
 
@@ -92,6 +95,52 @@ class VAEBackend(Protocol):
 
     def device_memory(self) -> dict[str, float]:
         """Device memory figures in bytes ({} on CPU): e.g. peak_bytes, in_use_bytes."""
+
+
+@runtime_checkable
+class EnsembleBackend(Protocol):
+    """One framework's way of training N seeds of one workload as ONE batched program (`--ensemble`).
+
+    Member i is seed i of the ensemble and must see exactly what its own single-seed run sees: its own
+    initial params, permutation and noise. Adam is elementwise, so one Adam over the stacked params is
+    N independent Adams when the members' losses are summed. Every array argument and result has the
+    member axis first; a member whose loss is not finite must not disturb the others.
+    """
+
+    name: str
+
+    def setup(self, params: list[dict[str, np.ndarray]], train_x: np.ndarray, test_x: np.ndarray,
+              config: RunConfig) -> None:
+        """Load one params dict per member (neutral layout) and the data onto `config.device`."""
+
+    def warmup(self) -> None:
+        """Compile every shape the run will use, without changing the training state."""
+
+    def train_epoch(self, perms: np.ndarray, noises: list[Noise]) -> np.ndarray:
+        """One epoch of every member: member i walks train_x[perms[i]] (perms: (N, n)) with noises[i];
+        returns the N mean per-sample train losses (float64, host; returning synchronises)."""
+
+    def evaluate(self, noises: list[Noise]) -> list[Metrics]:
+        """Each member's test metrics per test image (as VAEBackend.evaluate), member i with noises[i]."""
+
+    def lockstep_step(self, x: np.ndarray, eps: np.ndarray) -> np.ndarray:
+        """One optimiser step of every member on its own batch: x (N, B, D), eps (N, B, latent);
+        returns the N batch-sum losses."""
+
+    def get_state(self) -> list[dict[str, np.ndarray]]:
+        """Each member's params and Adam state in the neutral layout (as VAEBackend.get_state)."""
+
+    def set_state(self, states: list[dict[str, np.ndarray]]) -> None:
+        """Restore what `get_state` returned (one dict per member, from any backend)."""
+
+    def synchronize(self) -> None:
+        """Wait for all queued device work."""
+
+    def device_memory(self) -> dict[str, float]:
+        """As VAEBackend.device_memory; plus `capacity_bytes` (what the device can hold) where known."""
+
+    def describe(self) -> dict[str, str]:
+        """How the ensemble executes (arrangement, step, optimizer), for the record."""
 
 
 def adam_state_keys(param_names: list[str]) -> list[str]:

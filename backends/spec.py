@@ -22,6 +22,9 @@ class BackendSpec:
     compiler: str = ""  # whose persistent compile cache its warm-up uses: a CompilerCache.name, or "" (none)
     # The engine's own options (RunConfig.engine_options[name]): option -> allowed values, default first.
     options: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Its seed-ensemble engine (backends.base.EnsembleBackend) as "module:Class", or "" (none: one seed
+    # per process, as torch-reference).
+    ensemble: str = ""
 
 
 @dataclass(frozen=True)

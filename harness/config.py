@@ -129,8 +129,11 @@ class RunConfig:
     target_loss: float = 100.0
     repeats: int = 0  # extra timed epochs after training, on a saved copy of the state (timing only)
     # Where the reparameterisation noise comes from: "harness" (default) hands every backend the same
-    # array, drawn by `epoch_noise`; "framework" lets each framework draw its own from `noise_seed`, so
-    # backends follow different trajectories. Runs with different sources are never compared.
+    # array, drawn by `epoch_noise`; "counter" has every backend generate the same counter-based noise
+    # (harness/counter_noise.py) on its own device, equal to the host reference bit for bit (torch) or
+    # within 1 ulp (jax), which keeps up with seed ensembles on a GPU; "framework" lets each framework
+    # draw its own from `noise_seed`, so backends follow different trajectories. Runs with different
+    # sources are never compared.
     noise: str = "harness"
     # Compile from empty caches (a fresh folder per job) instead of the shared persistent ones; see
     # harness/execution/caches.py. Changes compile seconds only, never the numbers trained.
@@ -161,7 +164,7 @@ class RunConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-NOISE_SOURCES = ("harness", "framework")
+NOISE_SOURCES = ("harness", "framework", "counter")
 PRECISIONS = ("float32", "tf32", "bf16")  # RunConfig.precision
 
 

@@ -18,4 +18,5 @@ EPOCHS = ("auto", "scan", "loop")  # the engine's epoch: see backends/jax/engine
 
 ENGINE = BackendSpec("backends.jax.engine", "JaxBackend", "jax", "jax",
                      "Flax NNX + Optax adam, jitted lax.scan epoch (or loop of jitted steps) with donated state",
-                     compiler="jax", options={"epoch": EPOCHS})
+                     compiler="jax", options={"epoch": EPOCHS},
+                     ensemble="backends.jax.ensemble:JaxEnsemble")

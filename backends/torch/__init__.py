@@ -21,10 +21,11 @@ DENORMALS = ("flush", "keep")  # on the CPU: see backends/torch/common.py set_de
 
 EAGER = BackendSpec("backends.torch.eager", "TorchEagerBackend", "torch", "torch",
                     "PyTorch eager, data on the device, loss accumulated on the device",
-                    options={"denormals": DENORMALS})
+                    options={"denormals": DENORMALS}, ensemble="backends.torch.ensemble:TorchEnsemble")
 COMPILE = BackendSpec("backends.torch.compile", "TorchCompileBackend", "torch", "torch",
                       "torch.compile; on CUDA the whole step replayed as one CUDA graph (arrangement per "
                       "device and mode in backend_info)", compiler="inductor",
-                      options={"mode": COMPILE_MODES, "denormals": DENORMALS})
+                      options={"mode": COMPILE_MODES, "denormals": DENORMALS},
+                      ensemble="backends.torch.ensemble:TorchCompileEnsemble")
 REFERENCE = BackendSpec("backends.torch.reference", "TorchReferenceBackend", "torch", "torch",
                         "the pytorch/examples vae/main.py loop as users know it")

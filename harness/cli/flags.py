@@ -85,8 +85,9 @@ EXPERIMENT_FLAGS = (
                                 help="bf16: bfloat16 matrix products and convolutions, float32 weights, gradients, "
                                      "Adam state and loss, in every backend (labelled; never compared with float32 runs)")),
     Flag(("--noise",), dict(choices=NOISE_SOURCES, default="harness",
-                            help="harness (default): every backend gets the same noise arrays; framework: each "
-                                 "framework draws its own (opt-in, never compared with harness-noise runs)")),
+                            help="harness (default): every backend gets the same noise arrays; counter: every "
+                                 "backend generates the same counter-based noise on its device (harness/counter_noise.py); "
+                                 "framework: each framework draws its own (opt-in; sources are never compared)")),
     Flag(("--timeout",), dict(type=non_negative_float, default=0.0, help="seconds per backend (0 = none)")),
     Flag(("--cold-compile",), dict(action="store_true",
                                    help="compile from empty jax/Inductor caches (a fresh folder per backend) instead "

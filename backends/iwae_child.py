@@ -1,26 +1,25 @@
 """The framework-free driver of the IWAE evaluators (backends/torch/iwae.py, backends/jax/iwae.py).
 
-`python -m backends.<framework>.iwae JSON` loads one run's saved params and the test images, walks
+`python -m backends.<framework>.iwae JOB.json` (started by harness.execution.child_process.call, the
+one launcher, already pinned to its cores) loads one run's saved params and the test images, walks
 them in batches, takes each batch's noise from harness.draws.iwae_noise (the same draws for every backend)
 and hands (images, noise) to the framework's `bounds` function, which returns each image's
-log-mean-exp of its K importance weights. The per-image bounds go to an .npy file named in JSON; the
-timings go to stdout as one JSON line. The parent (harness/evaluation/evaluate.py) has already pinned this
-process to its cores, before any framework started a thread pool.
+log-mean-exp of its K importance weights. The per-image bounds go to an .npy file named in the job;
+the timings go back as one `result` event (harness/channel.py); an error is one `error` event.
 
-JSON keys: params (path to params.npz), model (the run's ModelConfig as a dict: workload and sizes),
+Job keys: params (path to params.npz), model (the run's ModelConfig as a dict: workload and sizes),
 data_dir, device, k, seed, test_limit (0 = all), batch (test images per batch), out (.npy path).
 """
 from __future__ import annotations
 
-import json
 import os
-import sys
 import time
 from typing import Callable, Protocol
 
 import numpy as np
 
 from harness import data
+from harness.channel import Events, serve
 from harness.config import ModelConfig
 from harness.draws import check_k, iwae_noise
 
@@ -78,10 +77,10 @@ def evaluate(args: dict, make: Factory) -> dict:
 
 
 def main(argv: list[str], make: Factory) -> int:
-    """Entry point of a framework module: errors are one line on stderr and exit status 2."""
-    try:
-        print(json.dumps(evaluate(json.loads(argv[0]), make)))
-    except (HarnessError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    """Entry point of a framework module: the timings as one `result` event; errors as one line."""
+    def work(job: dict, events: Events) -> None:
+        try:
+            events.send("result", **evaluate(job, make))
+        except (ValueError, OSError) as exc:
+            raise HarnessError(str(exc)) from None
+    return serve(argv, work)

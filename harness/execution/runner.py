@@ -156,7 +156,8 @@ def _run_one(record: RunRecord, job: Job, result: BackendResult, run_dir: Path, 
         on_event(result, event)
 
     try:
-        code, timed_out = child_process.run(job_file, folder / STDERR_LOG, job.config.timeout, handle)
+        code, timed_out = child_process.run(job_file, folder / STDERR_LOG, job.config.timeout, handle,
+                                            cores=child_process.cores_for(job.config.threads))
     finally:  # interrupted too: the parts it reached
         result.wall_seconds = walltime.breakdown(started_at, time.time(), last_wall or None)
     if result.status == "running":  # the child ended without saying done, diverged or error

@@ -171,7 +171,8 @@ def _in_child(name: str, chain_file: Path, config: RunConfig, free_running: bool
     found: list[dict] = []
     stderr = tmp / f"{name}.stderr"
     code, timed_out = child_process.run(job, stderr, config.timeout, found.append,
-                                        module="harness.verification.parity_worker")
+                                        module="harness.verification.parity_worker",
+                                        cores=child_process.cores_for(config.threads))
     if found and code == 0:
         return BackendParity(**found[-1]["report"])
     lines = [line for line in stderr.read_text(errors="replace").splitlines() if line.strip()]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 def main(job_file: str) -> int:
     from harness.config import RunConfig
-    from harness.execution.worker import pin_threads
+    from harness.channel import pin_threads
     job = json.loads(Path(job_file).read_text())
     config = RunConfig.from_dict(job["config"])
     pin_threads(config.threads)

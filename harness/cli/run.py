@@ -57,7 +57,7 @@ def cmd_run(args, argv) -> int:
     console.print(f"MNIST: {mnist_dir} ({source}); results: {run_dir / results.RESULTS_FILE}")
     command = "python -m harness " + " ".join(shlex.quote(a) for a in argv)
     execute_started = time.time()
-    with RunProgress(config.epochs) as progress:
+    with RunProgress(config.epochs, len(config.run_seeds())) as progress:
         record = runner.execute(config, run_dir, mnist_dir, command=command, resume=bool(args.resume),
                                 probe=not args.no_probe, on_event=progress.on_event)
     record.wall_seconds = walltime.run_breakdown(walltime.process_started_at(), execute_started, time.time(),

@@ -55,6 +55,14 @@ def save_checkpoint(path: Path, state: dict[str, np.ndarray], meta: dict) -> Non
     atomic.write_npz(path, {**state, "meta": np.array(json.dumps(meta))})
 
 
+def member_dir(job: dict, seed: int) -> tuple[Path, str]:
+    """Where seed's checkpoint and params go, and the params file's name relative to the backend's
+    folder (what results.json records): the backend's folder itself, or its seed-<s>/ in a multi-seed run."""
+    sub = job.get("member_dirs", {}).get(str(seed), "")
+    backend_dir = Path(job.get("backend_dir") or job["job_dir"])
+    return backend_dir / sub, f"{sub}/{PARAMS}" if sub else PARAMS
+
+
 def train(job: dict, events: Events, clock: ChildClock | None = None) -> None:
     """The whole job, in the order a reader follows it: start, data, set-up (or resume), compile, the
     epochs, the extra timed repeats, the trained params."""
@@ -74,16 +82,17 @@ def train(job: dict, events: Events, clock: ChildClock | None = None) -> None:
             repeats = timed_repeats(backend, config, job["seed"], train_x.shape[0])
             clock.since("repeats", t)
             events.send("repeats", train_seconds=repeats)
-        save_params(backend, Path(job["job_dir"]), events, clock)
+        save_params(backend, *member_dir(job, job["seed"]), events, clock)
 
 
 def start(job: dict, config: RunConfig, events: Events, clock: ChildClock):
-    """Pin the threads, then import the framework and create the engine (its thread pools see the pinning)."""
+    """Pin the threads, then import the framework and create the engine (its thread pools see the
+    pinning): the seed-ensemble engine when the job names several seeds."""
     t = time.perf_counter()
     threads = pin_threads(config.threads, job.get("cores"))
     import backends
     config = dataclasses.replace(config, threads=threads)
-    backend = backends.create(job["backend"])
+    backend = (backends.create_ensemble if job.get("seeds") else backends.create)(job["backend"])
     clock.since("interpreter_and_imports", t)
     events.send("started", pid=os.getpid(), threads=threads, cores=sorted(os.sched_getaffinity(0)))
     return backend, config
@@ -106,7 +115,7 @@ def set_up(backend, job: dict, config: RunConfig, train_x, test_x, events: Event
     t = time.perf_counter()
     backend.setup(init_params(job["seed"], config.model), train_x, test_x, config)
     first_epoch, elapsed = 1, 0.0
-    checkpoint = Path(job["job_dir"]) / CHECKPOINT
+    checkpoint = member_dir(job, job["seed"])[0] / CHECKPOINT
     if job.get("resume") and checkpoint.exists():
         state, meta = load_checkpoint(checkpoint)
         backend.set_state(state)
@@ -169,20 +178,24 @@ def train_epochs(backend, job: dict, config: RunConfig, n: int, n_test: int, fir
                              eval_seconds=eval_seconds, samples_per_second=n / train_seconds,
                              eval_samples_per_second=n_test / eval_seconds, elapsed_seconds=elapsed)
         t = time.perf_counter()
-        save_checkpoint(Path(job["job_dir"]) / CHECKPOINT, backend.get_state(),
+        save_checkpoint(member_dir(job, seed)[0] / CHECKPOINT, backend.get_state(),
                         {"epoch": epoch, "elapsed_seconds": elapsed, "record": record.__dict__})
         clock.since("write", t)
         events.send("epoch", record=record.__dict__, memory=_memory(backend), wall=clock.snapshot())
     return True
 
 
-def save_params(backend, job_dir: Path, events: Events, clock: ChildClock) -> None:
+def save_params(backend, folder: Path, params_file: str, events: Events, clock: ChildClock) -> None:
     """The trained weights (no Adam state) for reports and `harness evaluate`; then `done`."""
     t = time.perf_counter()
-    params = {k: v for k, v in backend.get_state().items() if not k.startswith("adam.")}
-    atomic.write_npz(job_dir / PARAMS, params)
+    atomic.write_npz(folder / PARAMS, trained_params(backend.get_state()))
     clock.since("write", t)
-    events.send("done", params_file=PARAMS, memory=_memory(backend), wall=clock.snapshot())
+    events.send("done", params_file=params_file, memory=_memory(backend), wall=clock.snapshot())
+
+
+def trained_params(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A training state without its optimizer entries."""
+    return {k: v for k, v in state.items() if not k.startswith("adam.")}
 
 
 def timed_repeats(backend, config: RunConfig, seed: int, n: int) -> list[float]:

@@ -13,6 +13,8 @@ def add_subcommands(sub) -> None:
     add_run_flags(p, default_epochs=None)
     p.add_argument("--steps", type=positive_int, default=50)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--ensemble", type=positive_int, default=0, metavar="N",
+                   help="judge each backend's seed ensemble of N members (seeds SEED .. SEED+N-1), member by member")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="also write DIR/parity.json (every figure, config, environment) and DIR/parity.md")
     p.set_defaults(func=cmd_parity)
@@ -36,7 +38,7 @@ def cmd_parity(args, argv) -> int:
     mnist = data.load(args.data_dir)
     from harness.execution import caches
     with caches.activated(config.cold_compile):  # each backend's child inherits the caches, as in a run
-        reports = run(list(config.backends), mnist.train_x, args.steps, config)
+        reports = run(list(config.backends), mnist.train_x, args.steps, config, ensemble=args.ensemble)
     for r in reports:
         if r.error:
             console.print(f"[red]error:[/red] parity of {r.backend}: {escape(r.error)}", soft_wrap=True)
@@ -58,7 +60,8 @@ def cmd_parity(args, argv) -> int:
     table.add_row("entries beyond tol. (worst step)",
                   *(_count(max(r.outliers), max(r.outliers) <= KINK_BUDGET) for r in done))
     table.add_row("per-step loss rel. error", *(_cell(r.max_loss_rel_err, r.max_loss_rel_err <= LOSS_RTOL) for r in done))
-    table.add_row("free-running, after all steps (info)", *(f"{max(r.free_running.values()):.1e}" for r in done))
+    table.add_row("free-running, after all steps (info)",
+                  *(f"{max(r.free_running.values()):.1e}" if r.free_running else "-" for r in done))
     console.print(table)
     if args.out is not None:
         console.print(f"wrote {args.out / 'parity.json'} and {args.out / 'parity.md'}")

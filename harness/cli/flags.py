@@ -10,6 +10,7 @@ way from flags to a config, for a run and for a sweep's base.
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import os
 from dataclasses import dataclass, field
@@ -194,7 +195,7 @@ def experiment_config(given: dict[str, Any]) -> RunConfig:
 def seeds_of(value) -> tuple[int, ...]:
     """The seeds of --seed (one, or a list from --seeds 1-5); a seed given twice is one error line."""
     seeds = tuple(value) if isinstance(value, (list, tuple)) else (int(value),)
-    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    twice = sorted(s for s, n in collections.Counter(seeds).items() if n > 1)
     if twice:
         raise HarnessError(f"--seeds: seed {', '.join(map(str, twice))} given twice")
     return seeds

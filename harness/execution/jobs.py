@@ -34,12 +34,18 @@ def member_folder(seed: int) -> str:
     return f"seed-{seed}"
 
 
+def has_ensemble(backend: str) -> bool:
+    """Whether `backend` can train several seeds as one ensemble (torch-reference cannot)."""
+    backends.check_names([backend])
+    return bool(backends.REGISTRY[backend].ensemble)
+
+
 def jobs_for(config: RunConfig) -> list[Job]:
     """One job per backend and seed, or with --ensemble one per backend that has an ensemble engine."""
     seeds = config.run_seeds()
     jobs: list[Job] = []
     for name in config.backends:
-        if config.ensemble and backends.REGISTRY[name].ensemble:
+        if config.ensemble and has_ensemble(name):
             jobs.append(Job(name, config.device, seeds[0], config, ensemble=seeds))
         else:
             jobs.extend(Job(name, config.device, seed, config) for seed in seeds)

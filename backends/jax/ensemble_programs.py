@@ -10,7 +10,7 @@ grouped convolution (jax#26568).
 
 The arrangement is meant for GPUs. On XLA:CPU it costs more per member than the single engine: the
 optimized HLO of the vmapped step carries a transpose of every kernel gradient (batched dots) that the
-single step's does not, and grouped convolutions take a slow path (timings: the final report of issue 25).
+single step's does not, and its grouped convolutions take a slow path.
 
 The noise of a pass reaches a program in one of two forms ("kind"):
 * "array": (N, n, latent) float32 on the device (the harness's arrays, or jax's own draws made by `noise`);

@@ -53,6 +53,10 @@ def cmd_run(args, argv) -> int:
         done_before = set()
         run_dir = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
         runner.prepare_run_dir(run_dir, resume=False, force=args.force)
+    if config.ensemble:
+        from harness.execution.jobs import has_ensemble
+        for name in (b for b in config.backends if not has_ensemble(b)):
+            console.print(f"note: {name} has no seed ensemble; it trains one seed per process")
     mnist_dir, source = data.locate(args.data_dir)
     console.print(f"MNIST: {mnist_dir} ({source}); results: {run_dir / results.RESULTS_FILE}")
     command = "python -m harness " + " ".join(shlex.quote(a) for a in argv)

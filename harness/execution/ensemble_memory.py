@@ -6,8 +6,9 @@ The estimate counts what grows with the members, from the workload's own shapes 
 - training state: params, gradients and Adam's two moments, float32 (4 x params x 4 bytes);
 - the epoch's inputs: its permutation (int64) and its noise (float32, n x latent), per member;
 - activations: every intermediate of the float64 oracle's forward pass on one sample (what backward
-  keeps), float32, twice (the values and their gradients), for one training batch; and for the
-  evaluation pass over the whole test set, once (no gradients);
+  keeps), float32, twice (the values and their gradients), for one training batch per member; and
+  for the evaluation pass over the whole test set once, not per member (the ensemble engines
+  evaluate the members in turn, or in chunks of one single-seed pass);
 
 plus the data set once (float32 pixels). A framework adds its own overhead (compiled programs,
 allocator slack, workspace), which is why only HEADROOM of the capacity is offered. The estimate is
@@ -60,10 +61,10 @@ def estimate(model: ModelConfig, members: int, n_train: int, n_test: int) -> Est
     """What `members` seeds of `model` need together to train on n_train and evaluate on n_test images."""
     params = sum(int(np.prod(s)) for s in model.shapes().values())
     act = activation_floats_per_sample(model)
-    per_member_activations = 4.0 * act * (2 * min(model.batch_size, n_train) + n_test)
+    train_activations = 4.0 * act * 2 * min(model.batch_size, n_train)
     return Estimate(members, state=members * 16.0 * params,
                     epoch_inputs=members * float(n_train) * (4 * model.latent_dim + 8),
-                    activations=members * per_member_activations,
+                    activations=members * train_activations + 4.0 * act * n_test,
                     data=4.0 * model.input_dim * (n_train + n_test))
 
 

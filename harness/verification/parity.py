@@ -12,7 +12,8 @@ difference chaotically until it is as large as a real bug. From a common state e
 strictly and nothing compounds. The free-running distance is still reported, for information.
 
 Pass rule, per backend, over all N steps: every per-step batch loss within LOSS_RTOL of the oracle,
-and in each step at most KINK_BUDGET parameter entries outside STEP_RTOL * max|ref| of their tensor.
+and at most `allowed_kink_steps(N)` steps with more than KINK_BUDGET parameter entries outside
+STEP_RTOL * max|ref| of their tensor (kink steps, below).
 The measured counts behind these constants, for correct backends and for mutants, are in
 docs/correctness.md with the committed runs (reports/parity-cpu*) they come from.
 """
@@ -50,6 +51,31 @@ STEP_RTOL = oracle.PARITY_RTOL
 # every wrong formula moves a large share of a tensor; the budget sits between the two. Counts of
 # correct backends and of the mutants, with their source: docs/correctness.md.
 KINK_BUDGET = 64
+# Kink steps. A ReLU input of the DECODER within rounding of zero changes one sample's whole backward
+# pass, and with it every encoder weight that sample's active pixels and hidden units touch: hundreds
+# of entries of fc1.weight in one step, a legitimate float32 event the budget above cannot absorb.
+# Measured (benchmarks/parity_kinks.py, reports/parity-kinks): correct backends (torch, jax), seeds
+# 1-30, 50 teacher-forced steps each: 2 of 3000 steps beyond KINK_BUDGET (torch, seed 2: 877 entries;
+# seed 11: 91; one step each). KINK_STEP_RATE is that rate's 95 % upper bound (Clopper-Pearson); a run
+# of N steps may have as many kink steps as a correct backend exceeds with probability at most
+# KINK_FALSE_ALARM. Every mutant has more than KINK_BUDGET outliers in every one of its steps
+# (docs/correctness.md), so it fails for any N.
+KINK_STEP_RATE = 2.1e-3
+KINK_FALSE_ALARM = 0.01
+
+
+def allowed_kink_steps(steps: int) -> int:
+    """The kink steps a correct backend's run of `steps` steps exceeds with probability <= KINK_FALSE_ALARM."""
+    from scipy import stats
+    k = 0
+    while stats.binom.sf(k, steps, KINK_STEP_RATE) > KINK_FALSE_ALARM:
+        k += 1
+    return k
+
+
+def kink_steps(outliers: list[int]) -> int:
+    """Steps with more than KINK_BUDGET entries beyond STEP_RTOL."""
+    return sum(n > KINK_BUDGET for n in outliers)
 
 
 @dataclass
@@ -66,7 +92,7 @@ class BackendParity:
 
     @property
     def ok(self) -> bool:
-        return (self.error is None and max(self.outliers, default=0) <= KINK_BUDGET
+        return (self.error is None and kink_steps(self.outliers) <= allowed_kink_steps(len(self.outliers))
                 and self.max_loss_rel_err <= LOSS_RTOL)
 
 

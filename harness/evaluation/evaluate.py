@@ -44,6 +44,7 @@ class Options:
     batch: int = 0  # test images per batch; 0 = ROWS_PER_BATCH // K
     threads: int = 0  # 0 = every core of this process's affinity
     device: str = ""  # "" = the device the backend trained on
+    noise: str = "harness"  # "counter": the draws generated on the evaluating device (harness/counter_noise.py)
     data_dir: str | None = None
 
 
@@ -73,7 +74,8 @@ def evaluate_result(run_dir: Path, result: results.BackendResult, seed: int, opt
         args = {"params": str(run_dir / result.backend / result.params_file), "model": dataclasses.asdict(model),
                 "data_dir": str(mnist_dir),
                 "device": device, "k": opts.k, "seed": seed, "test_limit": opts.test_limit,
-                "batch": opts.batch or default_batch(opts.k, device), "out": str(Path(tmp) / "bounds.npy")}
+                "batch": opts.batch or default_batch(opts.k, device), "out": str(Path(tmp) / "bounds.npy"),
+                "noise": opts.noise}
         t = time.perf_counter()
         timing = child_process.call(module, args, Path(tmp), cores=child_process.cores_for(opts.threads))
         wall = time.perf_counter() - t

@@ -133,6 +133,17 @@ class SlowBackend(TorchEagerBackend):
         return loss
 
 
+class SlowEnsemble(TorchEnsemble):
+    """slow-torch's seed ensemble: the torch ensemble plus a pause after each epoch."""
+
+    name = "slow-torch"
+
+    def train_epoch(self, perms, noises):
+        losses = super().train_epoch(perms, noises)
+        time.sleep(1.0)
+        return losses
+
+
 class HangBackend(TorchEagerBackend):
     name = "fault-hang"
 
@@ -168,7 +179,8 @@ class NaNMemberEnsemble(TorchEnsemble):
 
 for cls in (KLSignBackend, MeanReductionBackend, EpsInsideSqrtBackend, LargeLRBackend,
             RaisingBackend, NaNBackend, ExitBackend, SlowBackend, HangBackend, ParityExitBackend):
-    register(cls.name, BackendSpec(__name__, cls.__name__, "torch", "torch", cls.__doc__ or cls.name))
+    register(cls.name, BackendSpec(__name__, cls.__name__, "torch", "torch", cls.__doc__ or cls.name,
+                                   ensemble=f"{__name__}:SlowEnsemble" if cls is SlowBackend else ""))
 register(NaNMemberEnsemble.name, BackendSpec(__name__, "TorchEagerBackend", "torch", "torch", NaNMemberEnsemble.__doc__,
                                              ensemble=f"{__name__}:NaNMemberEnsemble"))
 

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
+import numpy as np
 import pytest
 
 from harness.measurement import results
 from harness.verification.targets import get_profile
-from tests.conftest import SMALL, harness
+from tests.conftest import ROOT, SMALL, harness
 
 ENGINES = ("torch", "torch-compile", "jax")
 SEEDS = "1-4"
@@ -108,3 +113,35 @@ def test_a_sweep_trains_each_backends_seeds_as_one_ensemble(tmp_path, mnist):
     assert len(jax_dirs) == 1 and len({j["run_dir"] for j in jobs if j["backend"] == "torch-reference"}) == 2
     record = results.load(out / jax_dirs.pop())
     assert [r.seed for r in record.results] == [1, 2] and record.config.ensemble
+
+
+def test_an_interrupted_ensemble_resumes_to_the_same_numbers(tmp_path, mnist):
+    """Ctrl-C after the first epoch, then `--resume`: every member continues from its own checkpoint and
+    ends bit-identical to the uninterrupted ensemble (slow-torch: the torch ensemble, 1 s per epoch)."""
+    pytest.importorskip("torch")
+    env = {**os.environ, "VAE_BENCH_PLUGINS": "tests.plugin_backends"}
+    common = ["--backends", "slow-torch", "--seeds", "1-2", "--ensemble", "--epochs", "3", "--threads", "1",
+              "--data-dir", str(mnist.directory), *SMALL]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert harness("run", *common, "--out", full, env=env).returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", *map(str, common), "--out", str(cut)], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # the first finished epoch of every member, on disk
+        try:
+            if all(r.epochs for r in results.load(cut).results):
+                break
+        except Exception:
+            pass
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "--resume" in err, err
+    assert {r.status for r in results.load(cut).results} == {"interrupted"}
+    resumed = harness("run", "--resume", cut, "--no-report", env=env)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    for a, b in zip(results.load(full).results, results.load(cut).results, strict=True):
+        assert b.status == "ok" and a.seed == b.seed
+        assert [(e.train_loss, e.metrics) for e in a.epochs] == [(e.train_loss, e.metrics) for e in b.epochs]
+        with np.load(full / "slow-torch" / a.params_file) as pa, np.load(cut / "slow-torch" / b.params_file) as pb:
+            assert all(np.array_equal(pa[k], pb[k]) for k in pa.files)

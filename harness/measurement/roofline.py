@@ -127,13 +127,13 @@ def problem(record: RunRecord) -> str | None:
         return None
     parts = [f"{r.backend} ({r.device}) trains an epoch in {r.summary['steady_seconds_per_epoch']:.3g} s, below "
              f"the roofline of {roof.seconds:.3g} s" for r in below]
-    return ("roofline invalid: " + "; ".join(parts) + f". A ceiling the probe measured (peak {roof.peak_gflops:.4g} "
+    return ("roofline invalid: " + "; ".join(parts) + f". A ceiling the probe measured (peak {roof.peak_gflops:,.1f} "
             f"GFLOP/s, bandwidth {_gbps(roof.bandwidth_gbps)}) is below what this device did, so no 'x roofline' "
             "ratio is shown")
 
 
 def _gbps(value: float | None) -> str:
-    return "not measured" if not value else f"{value:.4g} GB/s"
+    return "not measured" if not value else f"{value:,.1f} GB/s"
 
 
 def multiple_cell(summary: dict | None, fig: dict, invalid: str | None) -> str:

@@ -27,10 +27,10 @@ def roofline_line(record: RunRecord) -> str | None:
         why = "no probe" if not record.probe else f"the probe has no {cfg.precision} peak"
         return f"roofline: not measured ({why})"
     memory = ("no bandwidth in this probe, so compute only" if roof.memory_seconds is None else
-              f"memory {roof.memory_seconds:.3g} s at {roof.bandwidth_gbps:.4g} GB/s")
+              f"memory {roof.memory_seconds:.3g} s at {roof.bandwidth_gbps:,.1f} GB/s")
     return (f"roofline of one {cfg.model.workload} epoch ({roof.steps} steps, batch {cfg.model.batch_size}, "
             f"{cfg.precision}): {roof.seconds:.3g} s (compute {roof.compute_seconds:.3g} s at "
-            f"{roof.peak_gflops:.4g} GFLOP/s; {memory})")
+            f"{roof.peak_gflops:,.1f} GFLOP/s; {memory})")
 
 
 def latency_line(record: RunRecord) -> str | None:
@@ -55,11 +55,11 @@ def ceilings_section(loaded: list[tuple[Path, RunRecord]]) -> list[str]:
             continue
         p = rec.probe
         lines += [f"Run `{d}`:", "", f"- {roofline_line(rec)}"]
-        lines.append(f"- matrix peak: {p.get('peak_method') or 'best of the probe repeats of a large torch.mm'}")
+        lines.append(f"- matrix peak: {p.get('peak_method') or _old_peak_method(p)}")
         if p.get("bandwidth_method"):
-            lines.append(f"- bandwidth: {p['bandwidth_method']}; {p['bandwidth_working_set_gbps']:.4g} GB/s on "
+            lines.append(f"- bandwidth: {p['bandwidth_method']}; {p['bandwidth_working_set_gbps']:,.1f} GB/s on "
                          f"{p['bandwidth_working_set_bytes']:,} bytes (the step's working set), "
-                         f"{p['bandwidth_large_gbps']:.4g} GB/s on {p['bandwidth_large_bytes']:,} bytes")
+                         f"{p['bandwidth_large_gbps']:,.1f} GB/s on {p['bandwidth_large_bytes']:,} bytes")
         else:
             lines.append("- bandwidth: not measured (a probe from before the roofline)")
         if latency := latency_line(rec):
@@ -70,6 +70,12 @@ def ceilings_section(loaded: list[tuple[Path, RunRecord]]) -> list[str]:
         return []
     return ["## Ceilings", "", "Measured on the run's device, threads and precision before the run "
             "(harness probe); the roofline is a lower bound on every backend's epoch.", "", *lines]
+
+
+def _old_peak_method(p: dict) -> str:
+    """How a probe from before the roofline measured its peak (backends/torch/probe.py at the time)."""
+    return (f"torch.mm of two {p.get('peak_matmul_size', '?')}^2 matrices, best of "
+            f"{p.get('floor_repeats', '?')} (a probe from before the roofline)")
 
 
 def _show(v) -> str:

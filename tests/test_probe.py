@@ -27,6 +27,8 @@ def test_a_batch_512_run_is_probed_at_batch_512():
     assert out["bandwidth_working_set_bytes"] == m.spec().bandwidth_working_set(m, 512)
     assert out["bandwidth_gbps"] == max(out["bandwidth_working_set_gbps"], out["bandwidth_large_gbps"]) > 0
     assert out["peak_gflops"] > 0 and "STREAM" in out["bandwidth_method"] and "torch.mm" in out["peak_method"]
+    products = 1280 * 3_280_000 / out["floor_seconds_per_epoch"] / 1e9
+    assert out["peak_gflops"] >= products  # the products' own rate is a candidate peak
     assert "peak_gflops_bf16" not in out and "kernel_seconds" not in out  # float32 on a CPU
 
 
@@ -39,7 +41,7 @@ def test_a_conv_bf16_probe_has_its_own_peak_and_no_products(tmp_path):
     assert out["workload"] == "conv-vae" and out["peak_gflops_bf16"] > 0 and out["bandwidth_gbps"] > 0
     assert "floor_seconds_per_epoch" not in out and "conv-vae" in out["floor_note"]
     text = " ".join(proc.stdout.split())
-    assert "bf16 matmul peak" in text and "roofline of one conv-vae epoch (10 steps of batch 128, bf16)" in text
+    assert "bf16 matrix peak" in text and "roofline of one conv-vae epoch (10 steps of batch 128, bf16)" in text
 
 
 def test_bad_probe_requests_are_one_error_line():

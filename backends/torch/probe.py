@@ -4,16 +4,16 @@ Started by harness.execution.probe through the one child launcher (`python -m ba
 JOB_FILE`, JSON-line events on stdout), pinned to the run's cores and thread count, so its figures are
 comparable with the backends'. It measures, as the Empirical Roofline Toolkit does with micro-kernels:
 
-- the matrix peak: the best rate of n x n `torch.mm` (2 n^3 FLOPs) over a few sizes, in the run's
-  arithmetic (float32; also TF32 for a TF32 run, bf16 operands for a bf16 run);
+- the matrix peak: the best rate of n x n `torch.mm` (2 n^3 FLOPs) over a few sizes and of the torch
+  products below, in the run's arithmetic (float32; also TF32 for a TF32 run, bf16 operands for bf16);
 - the memory bandwidth: STREAM's Scale kernel in place (x *= -1 on a float32 buffer; bytes counted = 2 x
   the buffer, one read and one write, as STREAM counts), once on a buffer the size of the workload's
   per-step working set (the bandwidth the roofline divides by) and once on a large buffer (main memory,
   for the record); the roofline takes the larger;
 - on CUDA, the cost of one kernel in a replayed CUDA graph of tiny kernels (the latency floor's unit).
 
-Each ceiling is the best of many short timed calls over a second or so (SAMPLE_SECONDS), so a busy
-shared machine still shows it. On CUDA every timed loop is captured once as a CUDA graph and replayed,
+Each ceiling is the best of many short timed calls in rounds spread over the probe (SAMPLE_SECONDS,
+ROUNDS), so a busy shared machine still shows it. On CUDA every timed loop is captured once as a CUDA graph and replayed,
 so launches do not count. It
 also keeps the old reference, "torch products": the matrix products alone of one epoch's training
 steps at the run's own shapes (mlp-vae only; stored under the `floor_*` keys of earlier versions).
@@ -31,10 +31,11 @@ import torch
 from backends.torch import precision as torch_precision
 from harness.config import ModelConfig, RunConfig
 
-# A ceiling is the best rate seen over many short timed calls spread over SAMPLE_SECONDS: on a shared
-# machine a short quiet moment is enough to see the real ceiling, and a ceiling seen too low would put
-# the roofline above a backend that met a quieter moment.
-SAMPLE_SECONDS = {"cpu": 2.0, "cuda": 0.25}
+# A ceiling is the best rate seen over many short timed calls, SAMPLE_SECONDS per size and round, in
+# ROUNDS rounds spread over the probe: on a shared machine a short quiet moment is enough to see the
+# real ceiling, and a ceiling seen too low would put the roofline above a backend that met a quieter one.
+SAMPLE_SECONDS = {"cpu": 1.0, "cuda": 0.25}
+ROUNDS = {"cpu": 3, "cuda": 1}
 STREAM_BYTES_PER_CALL = {"cpu": 2**28, "cuda": 20 * 2**30}  # bytes counted per timed call
 LARGE_BUFFER_BYTES = {"cpu": 256 * 2**20, "cuda": 2**30}  # well past the last-level cache
 PEAK_SIZES = {"cpu": (512, 1024, 2048), "cuda": (4096, 8192)}  # the peak is the best of these squares
@@ -130,22 +131,45 @@ def epoch_products(products: list[tuple[int, int, int]] | dict, batch_sizes: lis
     return run
 
 
-def products_seconds(m: ModelConfig, batch_sizes: list[int], device: torch.device, repeats: int,
-                     dtype: torch.dtype = torch.float32) -> float | None:
-    """Best-of-`repeats` seconds of one epoch's matrix products; None for a workload without a list."""
+def product_list(m: ModelConfig, batch_sizes: list[int]) -> dict | None:
+    """(rows, inner, cols) of every matrix product of a step, per batch size; None for a workload without
+    a list (the convolutions of conv-vae are not matrix products)."""
     listing = getattr(importlib.import_module(m.spec().package), "train_products", None)
-    if listing is None:
-        return None
-    products = {B: listing(m, B) for B in set(batch_sizes)}
-    return _timed(epoch_products(products, batch_sizes, device, dtype), device, repeats)
+    return None if listing is None else {B: listing(m, B) for B in set(batch_sizes)}
 
 
-def _arithmetic(out: dict, suffix: str, device, m, batch_sizes, repeats, dtype=torch.float32) -> None:
-    """The peak and the torch-products time of one arithmetic, under keys ending in `suffix`."""
-    out[f"peak_gflops{suffix}"] = matmul_peak_gflops(device, repeats, dtype)
-    seconds = products_seconds(m, batch_sizes, device, repeats, dtype)
-    if seconds is not None:
-        out[f"floor_seconds_per_epoch{suffix}"] = seconds
+def _arithmetics(device: torch.device, precision: str) -> list[tuple[str, torch.dtype, bool]]:
+    """(key suffix, operand dtype, TF32 on) of every arithmetic the run's precision needs measured."""
+    out = [("", torch.float32, False)]
+    if precision == "tf32" and device.type == "cuda":
+        out.append(("_tf32", torch.float32, True))
+    if precision == "bf16":
+        out.append(("_bf16", torch.bfloat16, False))
+    return out
+
+
+def _peaks_and_products(out: dict, device, m: ModelConfig, batch_sizes: list[int], precision: str, repeats: int,
+                        round_: int) -> None:
+    """One round of the peaks (the best so far is kept); in the first round also the torch products,
+    whose rate counts as a candidate peak too: a matrix rate measured here like the squares."""
+    products = product_list(m, batch_sizes)
+    for suffix, dtype, tf32 in _arithmetics(device, precision):
+        torch_precision.set_tf32(tf32)
+        rates = [matmul_peak_gflops(device, repeats, dtype), out.get(f"peak_gflops{suffix}", 0.0)]
+        if round_ == 0 and products:
+            seconds = _timed(epoch_products(products, batch_sizes, device, dtype), device, repeats)
+            out[f"floor_seconds_per_epoch{suffix}"] = seconds
+            flops = sum(2 * r * k * c for B in batch_sizes for r, k, c in products[B])
+            rates.append(flops / seconds / 1e9)
+        torch_precision.set_tf32(False)
+        out[f"peak_gflops{suffix}"] = max(rates)
+
+
+def _bandwidths(out: dict, device, working: int, repeats: int) -> None:
+    """One round of both bandwidths (the best so far is kept)."""
+    for key, size in (("working_set", working), ("large", LARGE_BUFFER_BYTES[device.type])):
+        out[f"bandwidth_{key}_bytes"] = size
+        out[f"bandwidth_{key}_gbps"] = max(stream_gbps(size, device, repeats), out.get(f"bandwidth_{key}_gbps", 0.0))
 
 
 def probe(job: dict) -> dict:
@@ -156,29 +180,23 @@ def probe(job: dict) -> dict:
     m = ModelConfig.from_dict(job["model"])
     batch_sizes = m.batch_sizes(job["n_train"])
     torch_precision.set_tf32(False)  # the float32 figures are true float32 whatever the defaults
+    rounds, sample = ROUNDS[device.type], SAMPLE_SECONDS[device.type]
     out = {"framework": f"torch {torch.__version__}", "device": job["device"], "threads": torch.get_num_threads(),
            "workload": m.workload, "batch_size": m.batch_size, "peak_matmul_size": max(PEAK_SIZES[device.type]),
-           "peak_method": (f"torch.mm of n x n matrices, n in {PEAK_SIZES[device.type]}, 2 n^3 FLOPs; the best "
-                           f"call of at least {repeats} over {SAMPLE_SECONDS[device.type]:g} s per size")}
-    _arithmetic(out, "", device, m, batch_sizes, repeats)
+           "peak_method": (f"the best rate of torch.mm of n x n matrices, n in {PEAK_SIZES[device.type]} (2 n^3 "
+                           f"FLOPs), and of the torch products below; {rounds} round(s) of at least {repeats} "
+                           f"calls and {sample:g} s per size")}
+    for round_ in range(rounds):
+        _peaks_and_products(out, device, m, batch_sizes, precision, repeats, round_)
+        _bandwidths(out, device, job["bandwidth_working_set"], repeats)
     if "floor_seconds_per_epoch" in out:
         out.update(floor_method="cuda-graph replay" if device.type == "cuda" else "eager loop",
                    floor_repeats=repeats, floor_batches=len(batch_sizes))
     else:
         out["floor_note"] = f"torch products not measured for {m.workload}: it lists no matrix products"
-    if precision == "tf32" and device.type == "cuda":
-        torch_precision.set_tf32(True)
-        _arithmetic(out, "_tf32", device, m, batch_sizes, repeats)
-        torch_precision.set_tf32(False)
-    if precision == "bf16":
-        _arithmetic(out, "_bf16", device, m, batch_sizes, repeats, torch.bfloat16)
-    working, large = job["bandwidth_working_set"], LARGE_BUFFER_BYTES[device.type]
-    out.update(bandwidth_working_set_bytes=working, bandwidth_working_set_gbps=stream_gbps(working, device, repeats),
-               bandwidth_large_bytes=large, bandwidth_large_gbps=stream_gbps(large, device, repeats),
-               bandwidth_method=("STREAM Scale in place (x *= -1, float32), bytes counted = 2 x buffer "
-                                 f"(read + write); the best call of at least {repeats} over "
-                                 f"{SAMPLE_SECONDS[device.type]:g} s"
-                                 + (", replayed as a CUDA graph" if device.type == "cuda" else "")))
+    out["bandwidth_method"] = ("STREAM Scale in place (x *= -1, float32), bytes counted = 2 x buffer (read + "
+                               f"write); the best call of {rounds} round(s) of at least {repeats} calls and "
+                               f"{sample:g} s" + (", replayed as a CUDA graph" if device.type == "cuda" else ""))
     out["bandwidth_gbps"] = max(out["bandwidth_working_set_gbps"], out["bandwidth_large_gbps"])
     if device.type == "cuda":
         out["kernel_seconds"] = kernel_seconds(device, repeats)

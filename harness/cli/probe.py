@@ -59,10 +59,10 @@ def cmd_probe(args, argv) -> int:
 def describe(probe: dict, config: RunConfig) -> list[str]:
     """What the probe measured and the roofline it gives `config`'s epoch, one line each."""
     out = [f"device {probe['device']}, {probe['threads']} threads ({probe['framework']})",
-           f"float32 matmul peak ({probe['peak_matmul_size']}^2): {probe['peak_gflops']:.1f} GFLOP/s"]
+           f"float32 matrix peak: {probe['peak_gflops']:.1f} GFLOP/s ({probe['peak_method']})"]
     for suffix in ("tf32", "bf16"):
         if f"peak_gflops_{suffix}" in probe:
-            out.append(f"{suffix} matmul peak: {probe[f'peak_gflops_{suffix}']:.1f} GFLOP/s")
+            out.append(f"{suffix} matrix peak: {probe[f'peak_gflops_{suffix}']:.1f} GFLOP/s")
     out.append(f"bandwidth: {probe['bandwidth_working_set_gbps']:.1f} GB/s at the step's working set "
                f"({probe['bandwidth_working_set_bytes']:,} bytes), {probe['bandwidth_large_gbps']:.1f} GB/s at "
                f"{probe['bandwidth_large_bytes']:,} bytes ({probe['bandwidth_method']})")

@@ -13,10 +13,10 @@ comparable with the backends'. It measures, as the Empirical Roofline Toolkit do
 - on CUDA, the cost of one kernel in a replayed CUDA graph of tiny kernels (the latency floor's unit).
 
 Each ceiling is the best of many short timed calls in rounds spread over the probe (SAMPLE_SECONDS,
-ROUNDS), so a busy shared machine still shows it. On CUDA every timed loop is captured once as a CUDA graph and replayed,
-so launches do not count. It
-also keeps the old reference, "torch products": the matrix products alone of one epoch's training
-steps at the run's own shapes (mlp-vae only; stored under the `floor_*` keys of earlier versions).
+ROUNDS), so a busy shared machine still shows it. On CUDA every timed loop is captured once as a CUDA
+graph and replayed, so launches do not count. The probe also keeps the old reference, "torch products":
+the matrix products alone of one epoch's training steps at the run's own shapes (mlp-vae only; stored
+under the `floor_*` keys of earlier versions).
 """
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ def kernel_seconds(device: torch.device, repeats: int) -> float:
     return _timed(run, device, repeats) / GRAPH_KERNELS
 
 
-def epoch_products(products: list[tuple[int, int, int]] | dict, batch_sizes: list[int], device: torch.device,
+def epoch_products(products: dict[int, list[tuple[int, int, int]]], batch_sizes: list[int], device: torch.device,
                    dtype: torch.dtype = torch.float32):
     """A closure doing every matrix product of one epoch's steps (`products[B]`: (rows, inner, cols) of
     a step on B samples), on preallocated operands."""

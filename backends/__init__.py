@@ -111,6 +111,21 @@ def _ensure_plugins() -> None:
 
 def create(name: str):
     """Import the backend's module (and so its framework) and return a new instance."""
+    spec = _importable(name)
+    return getattr(importlib.import_module(spec.module), spec.cls)()
+
+
+def create_ensemble(name: str):
+    """A new instance of the backend's seed-ensemble engine (backends.base.EnsembleBackend)."""
+    spec = _importable(name)
+    if not spec.ensemble:
+        raise HarnessError(f"backend {name!r} has no seed ensemble: it trains one seed per process")
+    module, cls = spec.ensemble.split(":")
+    return getattr(importlib.import_module(module), cls)()
+
+
+def _importable(name: str) -> BackendSpec:
+    """The spec of a known backend whose framework imports; one error line otherwise."""
     check_names([name])
     spec = REGISTRY[name]
     try:
@@ -119,5 +134,4 @@ def create(name: str):
         raise HarnessError(
             f"backend {name!r} needs {spec.framework}, which is not installed ({exc}); "
             f"install it with: pip install -e '.[{spec.extra}]'") from None
-    module = importlib.import_module(spec.module)
-    return getattr(module, spec.cls)()
+    return spec

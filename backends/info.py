@@ -19,6 +19,9 @@ def framework_info(backend: str, config: RunConfig, described: dict[str, Any] | 
     # the engine's own options (e.g. torch-compile's mode, jax's epoch), then what it says it runs
     info: dict[str, Any] = {"precision": config.precision, "noise": config.noise, **config.options(backend),
                             **(described or {})}
+    if config.noise == "counter":  # which counter-based noise: the definition's versioned name
+        from harness.counter_noise import NOISE_DEFINITION
+        info["noise_definition"] = NOISE_DEFINITION
     for framework in backends.FRAMEWORKS.values():
         if framework.info and framework.name in sys.modules:
             info.update(importlib.import_module(framework.info).versions())

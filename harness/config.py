@@ -114,7 +114,12 @@ class RunConfig:
     backends: tuple[str, ...] = ("torch",)
     device: str = "cpu"
     epochs: int = 10
-    seed: int = 1
+    seed: int = 1  # the run's first (usually only) seed
+    # Several seeds: every backend trains on each of them, one result per (backend, seed); empty = `seed` alone.
+    seeds: tuple[int, ...] = ()
+    # Train the seeds of each backend as ONE batched program (backends.base.EnsembleBackend), each seed
+    # seeing what its own run sees; engines without an ensemble (torch-reference) run one seed per process.
+    ensemble: bool = False
     threads: int = 0  # 0 = every core of the machine; resolved before the run starts
     # Options of one engine, by backend name, read by that engine alone (e.g. {"torch-compile": {"mode":
     # "reduce-overhead"}}); backends/__init__.py declares each engine's options and their values.
@@ -144,6 +149,10 @@ class RunConfig:
         """The form results.json's `config` holds (RunConfig.from_dict reads it back)."""
         return {**dataclasses.asdict(self), "model": self.model.to_dict()}
 
+    def run_seeds(self) -> tuple[int, ...]:
+        """Every seed the run trains, in order."""
+        return self.seeds or (self.seed,)
+
     def options(self, backend: str) -> dict[str, Any]:
         """The engine options given for `backend` ({} = its defaults)."""
         return dict(self.engine_options.get(backend, {}))
@@ -154,6 +163,7 @@ class RunConfig:
         migrated (fields they lack take what those runs did, fields this version does not know are dropped)."""
         d = dict(d)
         d["backends"] = tuple(d.get("backends", ()))
+        d["seeds"] = tuple(d.get("seeds", ()))
         d["model"] = ModelConfig.from_dict(d.get("model", {}))
         d.setdefault("noise", "framework")  # records written before the field existed used framework noise
         if "compile_mode" in d:  # records written before engine options: torch-compile's mode was global

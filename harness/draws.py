@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from harness import counter_noise
+
 from harness.config import ModelConfig
 
 INIT_TAG = 0x1417
@@ -64,6 +66,14 @@ def check_k(k: object) -> int:
     if k < 1:
         raise ValueError(f"K must be a positive integer, got {k}")
     return int(k)
+
+
+def iwae_counter_noise(seed: int, k: int, start: int, stop: int, latent: int) -> np.ndarray:
+    """The IWAE eps of `iwae_noise`'s shape from the counter-based definition (harness/counter_noise.py;
+    `harness evaluate --noise counter`): image i's K draws are rows i*K .. i*K + K - 1 of the stream
+    (seed, epoch word = K, STREAM_IWAE), so an evaluator generates any batch of images on its device."""
+    rows = counter_noise.normals(seed, k, counter_noise.STREAM_IWAE, start * k, (stop - start) * k, latent)
+    return rows.reshape(stop - start, k, latent)
 
 
 def iwae_noise(seed: int, k: int, start: int, stop: int, latent: int) -> np.ndarray:

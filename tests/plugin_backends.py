@@ -8,11 +8,13 @@ from __future__ import annotations
 import os
 import time
 
+import numpy as np
 import torch
 
 from backends import BackendSpec, register
 from backends.torch import common as tc
 from backends.torch.eager import TorchEagerBackend
+from backends.torch.ensemble import TorchEnsemble
 
 
 def kl_sign_flipped(logits, x, mu, logvar):
@@ -131,6 +133,17 @@ class SlowBackend(TorchEagerBackend):
         return loss
 
 
+class SlowEnsemble(TorchEnsemble):
+    """slow-torch's seed ensemble: the torch ensemble plus a pause after each epoch."""
+
+    name = "slow-torch"
+
+    def train_epoch(self, perms, noises):
+        losses = super().train_epoch(perms, noises)
+        time.sleep(1.0)
+        return losses
+
+
 class HangBackend(TorchEagerBackend):
     name = "fault-hang"
 
@@ -147,9 +160,29 @@ class ParityExitBackend(TorchEagerBackend):
         os._exit(9)
 
 
+class NaNMemberEnsemble(TorchEnsemble):
+    """A torch ensemble whose member FAULT_MEMBER (default 1) gets NaN weights before epoch FAULT_EPOCH
+    (default 2): the harness must report that seed diverged and keep the others' results."""
+
+    name = "fault-nan-member"
+    epoch = 0
+
+    def train_epoch(self, perms, noises):
+        self.epoch += 1
+        if self.epoch == int(os.environ.get("FAULT_EPOCH", "2")):
+            states = self.get_state()
+            member = int(os.environ.get("FAULT_MEMBER", "1"))
+            states[member] = {k: v if k == "adam.step" else np.full_like(v, np.nan) for k, v in states[member].items()}
+            self.set_state(states)
+        return super().train_epoch(perms, noises)
+
+
 for cls in (KLSignBackend, MeanReductionBackend, EpsInsideSqrtBackend, LargeLRBackend,
             RaisingBackend, NaNBackend, ExitBackend, SlowBackend, HangBackend, ParityExitBackend):
-    register(cls.name, BackendSpec(__name__, cls.__name__, "torch", "torch", cls.__doc__ or cls.name))
+    register(cls.name, BackendSpec(__name__, cls.__name__, "torch", "torch", cls.__doc__ or cls.name,
+                                   ensemble=f"{__name__}:SlowEnsemble" if cls is SlowBackend else ""))
+register(NaNMemberEnsemble.name, BackendSpec(__name__, "TorchEagerBackend", "torch", "torch", NaNMemberEnsemble.__doc__,
+                                             ensemble=f"{__name__}:NaNMemberEnsemble"))
 
 for name, cls in (("torch", "SpyTorchEagerBackend"), ("torch-reference", "SpyTorchReferenceBackend"),
                   ("jax", "SpyJaxBackend")):

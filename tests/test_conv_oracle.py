@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from harness.config import ModelConfig
-from workloads.conv_vae import oracle
+from workloads.conv_vae import conv_ops, oracle
 from harness.draws import INIT_TAG
 from workloads.spec import fan_in, torch_rule_init
 
@@ -97,12 +97,12 @@ def test_conv_helpers_gradients_by_finite_differences(stride, pad, out_pad, side
     w_conv = rng.standard_normal((4, 3, 3, 3))  # Conv2d: (out, in, k, k)
     w_tconv = rng.standard_normal((3, 4, 3, 3))  # ConvTranspose2d: (in, out, k, k)
     cases = [
-        (lambda x, w: oracle.conv2d(x, w, stride, pad), w_conv,
-         lambda r, x, w: oracle.conv2d_input_grad(r, w, x.shape[2:], stride, pad),
-         lambda r, x, w: oracle.conv2d_weight_grad(x, r, 3, stride, pad)),
-        (lambda x, w: oracle.conv_transpose2d(x, w, stride, pad, out_pad), w_tconv,
-         lambda r, x, w: oracle.conv2d(r, w, stride, pad),
-         lambda r, x, w: oracle.conv2d_weight_grad(r, x, 3, stride, pad)),
+        (lambda x, w: conv_ops.conv2d(x, w, stride, pad), w_conv,
+         lambda r, x, w: conv_ops.conv2d_input_grad(r, w, x.shape[2:], stride, pad),
+         lambda r, x, w: conv_ops.conv2d_weight_grad(x, r, 3, stride, pad)),
+        (lambda x, w: conv_ops.conv_transpose2d(x, w, stride, pad, out_pad), w_tconv,
+         lambda r, x, w: conv_ops.conv2d(r, w, stride, pad),
+         lambda r, x, w: conv_ops.conv2d_weight_grad(r, x, 3, stride, pad)),
     ]
     for fn, w, grad_x, grad_w in cases:
         r = rng.standard_normal(fn(x, w).shape)
@@ -213,10 +213,10 @@ def test_conv_helpers_match_torch_functional(torch, stride, pad, out_pad, side):
     F = torch.nn.functional
     tx, tw = torch.from_numpy(x), torch.from_numpy(w)
     ref = F.conv_transpose2d(tx, tw, stride=stride, padding=pad, output_padding=out_pad).numpy()
-    np.testing.assert_allclose(oracle.conv_transpose2d(x, w, stride, pad, out_pad), ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(conv_ops.conv_transpose2d(x, w, stride, pad, out_pad), ref, rtol=1e-12, atol=1e-12)
     w2 = w.transpose(1, 0, 2, 3).copy()  # (out=4, in=3, k, k)
     ref = F.conv2d(tx, torch.from_numpy(w2), stride=stride, padding=pad).numpy()
-    np.testing.assert_allclose(oracle.conv2d(x, w2, stride, pad), ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(conv_ops.conv2d(x, w2, stride, pad), ref, rtol=1e-12, atol=1e-12)
 
 
 # --- FLOPs -----------------------------------------------------------------------------------------

@@ -216,3 +216,22 @@ def test_a_conv_vae_run_is_evaluated_by_every_backend(tmp_path, mnist):
         assert (e["k"], e["test_samples"]) == (10, 64)
         assert abs(e["nll"] - nll) <= stderr, (r.backend, e["nll"], nll, stderr)
         assert np.max(np.abs(np.load(tmp_path / r.backend / e["bounds_file"]) - expected)) < 1e-3, r.backend
+
+
+@pytest.mark.parametrize("backend,framework", [("torch", "torch"), ("jax", "jax")])
+def test_counter_noise_is_generated_by_the_evaluator_and_matches_the_oracle(backend, framework, params, mnist,
+                                                                           tmp_path):
+    """`--noise counter`: the framework generates the draws on its device (harness/counter_noise.py);
+    its per-image bounds equal the float64 oracle's on the host reference draws, and the record names
+    the noise definition."""
+    pytest.importorskip(framework)
+    from harness.counter_noise import NOISE_DEFINITION
+    run_dir = make_run(tmp_path / "run", params, (backend,))
+    opts = evaluate.Options(k=100, test_limit=N_IMAGES, threads=1, noise="counter", batch=7)  # 7: a partial last batch
+    assert evaluate.evaluate_run(run_dir, opts, mnist.directory, say=lambda line: None) == []
+    e = results.load(run_dir).results[0].evaluation["iwae_subset"]
+    assert e["noise"] == NOISE_DEFINITION
+    reference = iwae.estimate(params, mnist.test_x[:N_IMAGES], 100, seed=1, model=ModelConfig(), noise="counter")
+    assert np.max(np.abs(np.load(run_dir / backend / e["bounds_file"]) - reference)) < 1e-3
+    harness_draws = iwae.estimate(params, mnist.test_x[:N_IMAGES], 100, seed=1, model=ModelConfig())
+    assert not np.allclose(reference, harness_draws)  # other draws: the option does change the noise

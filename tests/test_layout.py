@@ -167,7 +167,7 @@ def test_every_registered_framework_has_its_package():
 
 # Which folder may import which (besides the utilities every folder may use), drawn one way: a layer
 # imports only layers below it. The CLI is on top; data and workloads import nothing above them.
-UTILITIES = {"harness", "harness.errors", "harness.atomic"}
+UTILITIES = {"harness", "harness.errors", "harness.atomic", "harness.channel"}
 LAYERS: dict[str, set[str]] = {
     "workloads": set(),  # a model file names harness.config for type hints only (under TYPE_CHECKING)
     "harness.data": set(),

@@ -22,7 +22,8 @@ def test_parity_out_writes_readable_artifacts(tmp_path, mnist):
     assert doc == parity_report.load(out)
     assert doc["steps"] == 3 and doc["seed"] == 1 and doc["passed"] is True
     assert doc["tolerances"] == {"STEP_RTOL": parity.STEP_RTOL, "KINK_BUDGET": parity.KINK_BUDGET,
-                                 "LOSS_RTOL": parity.LOSS_RTOL}
+                                 "LOSS_RTOL": parity.LOSS_RTOL, "KINK_STEP_RATE": parity.KINK_STEP_RATE,
+                                 "allowed_kink_steps": parity.allowed_kink_steps(3)}
     assert doc["config"]["threads"] == 1 and doc["config"]["backends"] == ["torch-reference", "torch"]
     assert doc["environment"]["packages"]["numpy"] and "torch" in doc["frameworks"]
     assert [b["backend"] for b in doc["backends"]] == ["torch-reference", "torch"]

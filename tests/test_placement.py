@@ -50,7 +50,7 @@ def test_job_threads_never_exceed_the_slot():
 
 
 def _pin_and_report(threads, cores, queue):
-    from harness.execution.worker import pin_threads
+    from harness.channel import pin_threads
     queue.put((pin_threads(threads, cores), sorted(os.sched_getaffinity(0)), os.environ["OMP_NUM_THREADS"]))
 
 

@@ -12,6 +12,7 @@ from harness import cli
 from harness.cli import flags
 from harness.cli import sweep as cli_sweep
 from harness.config import RunConfig
+from harness.sweeps.state import leaders
 
 # What `harness run` has that does not describe the experiment: where results go and what else to do.
 RUN_NOT_EXPERIMENT = {"-h", "--help", "--out", "--resume", "--force", "--no-probe", "--no-report"}
@@ -24,15 +25,16 @@ def option_strings(command: str) -> set[str]:
 
 
 def planned(*argv: str) -> list[RunConfig]:
-    """The RunConfig of every job a sweep with these flags plans (threads as the spec gives them)."""
+    """The RunConfig of every job a sweep with these flags runs (threads as the spec gives them; an
+    ensemble's seeds are one job)."""
     spec, _ = cli_sweep.spec_from_args(cli.build_parser().parse_args(["sweep", *argv]))
-    return [spec.job_config(job, spec.base.threads) for job in spec.jobs()]
+    return [spec.job_config(group[0], spec.base.threads) for group in leaders(spec.jobs()).values()]
 
 
 def test_sweep_accepts_every_experiment_flag_of_run():
     missing = option_strings("run") - RUN_NOT_EXPERIMENT - option_strings("sweep")
     assert not missing, f"harness sweep lacks {sorted(missing)}"
-    assert {f.names[0] for f in flags.EXPERIMENT_FLAGS} | {"--data-dir"} == option_strings("run") - RUN_NOT_EXPERIMENT
+    assert {n for f in flags.EXPERIMENT_FLAGS for n in f.names} | {"--data-dir"} == option_strings("run") - RUN_NOT_EXPERIMENT
 
 
 # (flags, what every planned job's config shows); one row per experiment flag of `harness run`.
@@ -57,6 +59,10 @@ GOOD = [
     (["--test-limit", "128"], lambda cs: {c.test_limit for c in cs} == {128}),
     (["--seed", "7"], lambda cs: [c.seed for c in cs] == [7] * len(cs)),
     (["--seeds", "2-3"], lambda cs: sorted({c.seed for c in cs}) == [2, 3]),
+    # an ensemble: each backend's seeds are one job's run (torch-reference, which has none, one per seed)
+    (["--backends", "jax,torch-reference", "--seeds", "2-3", "--ensemble"],
+     lambda cs: [(c.backends, c.run_seeds(), c.ensemble) for c in cs]
+     == [(("jax",), (2, 3), True), (("torch-reference",), (2,), True), (("torch-reference",), (3,), True)]),
     (["--target-loss", "99.5"], lambda cs: {c.target_loss for c in cs} == {99.5}),
     (["--repeats", "2"], lambda cs: {c.repeats for c in cs} == {2}),
 ]
@@ -100,6 +106,7 @@ BAD = [
     (["--seed", "x"], "is not a seed list"),
     (["--target-loss", "low"], "invalid float value: 'low'"),
     (["--repeats", "-1"], "'-1' is negative"),
+    (["--ensemble=yes"], "ignored explicit argument"),
 ]
 
 

@@ -186,13 +186,14 @@ def test_torch_compile_warmup_restores_state_in_place():
 
 class EmulatedGraphs(tcmp.StepGraphs):
     """StepGraphs without CUDA: `capture` runs the warm-up steps (they train, as on a GPU, where the
-    capture itself computes nothing) and `replay` runs the step on the static inputs."""
+    capture itself computes nothing) and `replay` runs the step on the static inputs (the loss buffer
+    has the shape before the batch axis: () for one seed, (N,) for an ensemble)."""
 
     def capture(self, x, eps):
         static_x, static_eps = x.clone(), eps.clone()
         for _ in range(tcmp.GRAPH_WARMUP_STEPS):
             self.step(static_x, static_eps)
-        self.graphs[x.shape[0]] = (None, static_x, static_eps, torch.zeros(()))
+        self.graphs[x.shape[self.batch_axis]] = (None, static_x, static_eps, torch.zeros(x.shape[:self.batch_axis]))
 
     def replay(self, size):
         _, static_x, static_eps, loss = self.graphs[size]

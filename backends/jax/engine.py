@@ -85,6 +85,7 @@ class JaxBackend:
         self.device = resolve_device(config.device)
         self.n = train_x.shape[0]
         self.own_noise = config.noise == "framework"
+        self.counter_noise = config.noise == "counter"
         self.epoch = epoch_arrangement(config.options(self.name).get("epoch", JAX_EPOCHS[0]), self.device, self.m)
         self.fn = programs(self.m, make_adam, config.precision)  # this module's make_adam: profile_backends.py swaps it
         self._compiled = False
@@ -103,6 +104,10 @@ class JaxBackend:
         # jax's own noise only in `--noise framework` mode (by default the harness supplies the arrays)
         self._noise_exe = {n: self.fn.noise.lower(self._spec((), jnp.int32), n).compile()
                            for n in ({self.n, n_test} if self.own_noise else ())}
+        # `--noise counter`: the harness's counter noise, generated on the device from (seed, epoch)
+        u32 = self._spec((), jnp.uint32)
+        self._counter_exe = {n: self.fn.counter_noise.lower(u32, u32, n).compile()
+                             for n in ({self.n, n_test} if self.counter_noise else ())}
         self._compiled = True
 
     def _compile_training(self) -> None:
@@ -200,9 +205,13 @@ class JaxBackend:
         return jax.device_put(a, self.device)
 
     def _noise(self, noise: Noise, n: int) -> jax.Array:
-        """The pass's noise on the device: the harness's array, or (`--noise framework`) jax's own draw."""
+        """The pass's noise on the device: the harness's array, (`--noise counter`) the harness's counter
+        noise generated on the device, or (`--noise framework`) jax's own draw."""
         if noise.eps is not None:
             return self._put(noise.eps)
+        if noise.counter is not None:
+            seed, epoch = (self._put(np.uint32(v)) for v in noise.counter)
+            return self._counter_exe[n](seed, epoch)
         return self._noise_exe[n](self._put(np.int32(noise.seed)))
 
     def _eps_spec(self, n: int) -> jax.ShapeDtypeStruct:

@@ -23,6 +23,8 @@ import numpy as np
 from flax import nnx
 
 from backends import iwae_child
+from backends.jax import counter_noise
+from harness.counter_noise import STREAM_IWAE
 from backends.jax.engine import resolve_device
 from backends.jax.programs import abstract_model, flax_model
 from harness.config import ModelConfig
@@ -42,6 +44,12 @@ def log_weights(model: nnx.Module, x: jax.Array, eps: jax.Array) -> jax.Array:
     return log_px + log_pz - log_qz
 
 
+def device_draws(d: iwae_child.CounterDraws, device: jax.Device) -> jax.Array:
+    """The counter-based draws of d's images, generated on `device` (within 1 ulp of the host reference)."""
+    rows = counter_noise.normals(d.seed, d.k, STREAM_IWAE, d.start * d.k, (d.stop - d.start) * d.k, d.latent, device)
+    return rows.reshape(d.stop - d.start, d.k, d.latent)
+
+
 def make(params: dict[str, np.ndarray], device_name: str, k: int, batch: int, m: ModelConfig):
     """The evaluator for iwae_child: params on the device and one program compiled for (batch, k)."""
     device = resolve_device(device_name)
@@ -59,12 +67,13 @@ def make(params: dict[str, np.ndarray], device_name: str, k: int, batch: int, m:
         jax.ShapeDtypeStruct((batch, k, m.latent_dim), jnp.float32, sharding=sharding)).compile()
     compile_seconds = time.perf_counter() - t
 
-    def bounds(x: np.ndarray, eps: np.ndarray) -> np.ndarray:
+    def bounds(x: np.ndarray, eps) -> np.ndarray:
         n = len(x)
+        e = device_draws(eps, device) if isinstance(eps, iwae_child.CounterDraws) else jax.device_put(eps, device)
         if n < batch:  # zero images and zero noise fill the fixed shape; their bounds are dropped
             x = np.concatenate([x, np.zeros((batch - n, x.shape[1]), np.float32)])
-            eps = np.concatenate([eps, np.zeros((batch - n, *eps.shape[1:]), np.float32)])
-        out = program(p, jax.device_put(x, device), jax.device_put(eps, device))
+            e = jnp.concatenate([e, jnp.zeros((batch - n, *e.shape[1:]), jnp.float32, device=device)])
+        out = program(p, jax.device_put(x, device), e)
         return np.asarray(jax.device_get(out))[:n]
 
     return bounds, compile_seconds, str(device), f"jax {jax.__version__}"

@@ -33,7 +33,9 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from backends.jax import counter_noise
 from harness.config import ModelConfig
+from harness.counter_noise import STREAM_REPARAM
 
 
 def loss_sum(logits, x, mu, logvar):
@@ -59,6 +61,18 @@ def abstract_model(m: ModelConfig) -> nnx.Module:
 
 
 @dataclass(frozen=True)
+class Functions:
+    """The un-jitted functions of one model config, optimiser and precision: `programs` jits them for one
+    seed, backends/jax/ensemble_programs.py vmaps them over the members, so both run the same math."""
+
+    step: Callable           # (state, x, eps) -> (state, batch-sum loss)
+    evaluate: Callable       # (params, test_x, eps) -> (loss sum at z = mu, loss sum at sampled z)
+    noise: Callable          # (seed, n) -> jax's own eps, (n, latent), for `--noise framework`
+    counter_noise: Callable  # (seed, epoch, start, n) -> rows start.. of the harness counter noise (`--noise counter`)
+    decode: Callable         # (params, z) -> sigmoid means
+
+
+@dataclass(frozen=True)
 class Programs:
     """The jitted functions of one model config and optimiser. Built once per process (cached), so every
     backend instance shares jax's trace and compilation caches."""
@@ -68,13 +82,14 @@ class Programs:
     step: Callable       # (state, x, eps) -> (state, loss); state donated (lockstep mode)
     batch_step: Callable  # (state, total, train_x, perm, eps, start, size) -> (state, total); the epoch=loop arrangement
     noise: Callable      # (seed, n) -> jax's own eps, (n, latent), for `--noise framework`
+    counter_noise: Callable  # (seed, epoch, n) -> the harness counter noise of (seed, epoch), (n, latent)
     decode: Callable     # (params, z) -> sigmoid means
 
 
 @functools.cache
-def programs(m: ModelConfig, make_optimizer: Callable[[ModelConfig], optax.GradientTransformation],
-             precision: str = "float32") -> Programs:
-    """The jitted functions for `m`, training with `make_optimizer(m)` (the engine passes `make_adam`;
+def functions(m: ModelConfig, make_optimizer: Callable[[ModelConfig], optax.GradientTransformation],
+              precision: str = "float32") -> Functions:
+    """The functions for `m`, training with `make_optimizer(m)` (the engine passes `make_adam`;
     the optimiser is an argument so that benchmarks/profile_backends.py can swap it for SGD).
 
     precision "bf16": the model runs on bfloat16 copies of the params and inputs (so its matrix
@@ -95,11 +110,14 @@ def programs(m: ModelConfig, make_optimizer: Callable[[ModelConfig], optax.Gradi
         f32 = jnp.float32
         return loss_sum(logits.astype(f32), x, mu.astype(f32), logvar.astype(f32))
     tx = make_optimizer(m)
-    bs, latent = m.batch_size, m.latent_dim
+    latent = m.latent_dim
 
     def noise(seed, n):
         # `--noise framework`: jax draws normal(key(seed), (n, latent)) itself, in permutation-position order.
         return jax.random.normal(jax.random.key(seed), (n, latent), jnp.float32)
+
+    def counter(seed, epoch, start, n):
+        return counter_noise.normals(seed, epoch, STREAM_REPARAM, start, n, latent)
 
     def loss_fn(params, x, eps):
         model, mu, logvar, z = encoded(params, x, eps)
@@ -110,6 +128,23 @@ def programs(m: ModelConfig, make_optimizer: Callable[[ModelConfig], optax.Gradi
         loss, grads = jax.value_and_grad(loss_fn)(params, x, eps)
         updates, opt_state = tx.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), loss
+
+    def evaluate(params, test_x, eps):
+        model, mu, logvar, z = encoded(params, test_x, eps)  # encoder once, decoder twice
+        return loss32(model.decode_logits(mu), test_x, mu, logvar), loss32(model.decode_logits(z), test_x, mu, logvar)
+
+    def decode(params, z):
+        return jax.nn.sigmoid(nnx.merge(graphdef, params).decode_logits(z))
+
+    return Functions(step, evaluate, noise, counter, decode)
+
+
+@functools.cache
+def programs(m: ModelConfig, make_optimizer: Callable[[ModelConfig], optax.GradientTransformation],
+             precision: str = "float32") -> Programs:
+    """The jitted single-seed functions for `m` (see `functions` for the arguments)."""
+    f = functions(m, make_optimizer, precision)
+    step, bs, latent = f.step, m.batch_size, m.latent_dim
 
     def epoch(state, train_x, perm, eps):
         n = perm.shape[0]
@@ -132,18 +167,12 @@ def programs(m: ModelConfig, make_optimizer: Callable[[ModelConfig], optax.Gradi
         state, loss = step(state, jnp.take(train_x, idx, axis=0), jax.lax.dynamic_slice_in_dim(eps, start, size))
         return state, total + loss
 
-    def evaluate(params, test_x, eps):
-        model, mu, logvar, z = encoded(params, test_x, eps)  # encoder once, decoder twice
-        return loss32(model.decode_logits(mu), test_x, mu, logvar), loss32(model.decode_logits(z), test_x, mu, logvar)
-
-    def decode(params, z):
-        return jax.nn.sigmoid(nnx.merge(graphdef, params).decode_logits(z))
-
     return Programs(
         epoch=jax.jit(epoch, donate_argnums=0),
-        evaluate=jax.jit(evaluate),
+        evaluate=jax.jit(f.evaluate),
         step=jax.jit(step, donate_argnums=0),
         batch_step=jax.jit(batch_step, donate_argnums=(0, 1), static_argnums=6),
-        noise=jax.jit(noise, static_argnums=1),
-        decode=jax.jit(decode),
+        noise=jax.jit(f.noise, static_argnums=1),
+        counter_noise=jax.jit(lambda seed, epoch, n: f.counter_noise(seed, epoch, 0, n), static_argnums=2),
+        decode=jax.jit(f.decode),
     )

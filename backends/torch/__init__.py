@@ -26,6 +26,6 @@ COMPILE = BackendSpec("backends.torch.compile", "TorchCompileBackend", "torch", 
                       "torch.compile; on CUDA the whole step replayed as one CUDA graph (arrangement per "
                       "device and mode in backend_info)", compiler="inductor",
                       options={"mode": COMPILE_MODES, "denormals": DENORMALS},
-                      ensemble="backends.torch.ensemble:TorchCompileEnsemble")
+                      ensemble="backends.torch.ensemble_compile:TorchCompileEnsemble")
 REFERENCE = BackendSpec("backends.torch.reference", "TorchReferenceBackend", "torch", "torch",
                         "the pytorch/examples vae/main.py loop as users know it")

@@ -10,9 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from backends.torch import counter_noise
 from backends.torch import precision as torch_precision
 from backends.base import Metrics, Noise, per_sample
 from harness.config import ModelConfig, RunConfig
+from harness.counter_noise import STREAM_REPARAM
 from harness.errors import HarnessError
 
 EVAL_CHUNK = 10_000  # the whole test set in one pass: eval needs no autograd and fits easily
@@ -160,9 +162,13 @@ def adam_description(opt: torch.optim.Optimizer) -> str:
 
 
 def noise_tensor(noise: Noise, n: int, latent: int, device: torch.device) -> torch.Tensor:
-    """The pass's noise on the device: the harness's array, or (`--noise framework`) torch's own draw."""
+    """The pass's noise on the device: the harness's array, the counter-based noise generated on the
+    device (`--noise counter`), or (`--noise framework`) torch's own draw."""
     if noise.eps is not None:
         return torch.from_numpy(np.ascontiguousarray(noise.eps, np.float32)).to(device)
+    if noise.counter is not None:
+        seed, epoch = noise.counter
+        return counter_noise.normals(seed, epoch, STREAM_REPARAM, 0, n, latent, device)
     g = torch.Generator(device=device).manual_seed(noise.seed)
     return torch.randn(n, latent, generator=g, device=device)
 

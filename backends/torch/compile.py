@@ -46,17 +46,18 @@ class StepGraphs:
 
     `step(x, eps)` must touch only its inputs, the model, the optimizer and their gradients, and return
     the batch loss. Capturing runs the step GRAPH_WARMUP_STEPS times first, which trains: the caller
-    saves the training state before `capture` and restores it (in place) afterwards.
+    saves the training state before `capture` and restores it (in place) afterwards. The batch size is
+    x.shape[batch_axis]: 1 for a seed ensemble's (members, batch, features) batches.
     """
 
-    def __init__(self, step, device: torch.device):
-        self.step, self.device, self.graphs = step, device, {}
+    def __init__(self, step, device: torch.device, batch_axis: int = 0):
+        self.step, self.device, self.batch_axis, self.graphs = step, device, batch_axis, {}
 
     def __contains__(self, size: int) -> bool:
         return size in self.graphs
 
     def capture(self, x: torch.Tensor, eps: torch.Tensor) -> None:
-        """Capture the step for batches of x.shape[0] samples; x and eps are example inputs."""
+        """Capture the step for batches of x.shape[batch_axis] samples; x and eps are example inputs."""
         static_x, static_eps = x.clone(), eps.clone()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.device(self.device):
@@ -70,7 +71,7 @@ class StepGraphs:
             with torch.cuda.graph(graph, stream=stream):
                 loss = self.step(static_x, static_eps)
             torch.cuda.current_stream().wait_stream(stream)
-        self.graphs[x.shape[0]] = (graph, static_x, static_eps, loss)
+        self.graphs[x.shape[self.batch_axis]] = (graph, static_x, static_eps, loss)
 
     def inputs(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The static (x, eps) of the graph for `size`: write the next batch into them, then `replay`."""

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from backends import iwae_child
+from backends.torch import counter_noise
+from harness.counter_noise import STREAM_IWAE
 from backends.torch.common import build_model, resolve_device
 from harness.config import ModelConfig
 
@@ -40,6 +42,12 @@ def log_weights(model: torch.nn.Module, x: torch.Tensor, eps: torch.Tensor) -> t
     return log_px + log_pz - log_qz
 
 
+def device_draws(d: iwae_child.CounterDraws, device: torch.device) -> torch.Tensor:
+    """The counter-based draws of d's images, generated on `device` (bit for bit the host reference)."""
+    rows = counter_noise.normals(d.seed, d.k, STREAM_IWAE, d.start * d.k, (d.stop - d.start) * d.k, d.latent, device)
+    return rows.reshape(d.stop - d.start, d.k, d.latent)
+
+
 def make(params: dict[str, np.ndarray], device_name: str, k: int, batch: int, m: ModelConfig):
     """The evaluator for iwae_child: a closure over the loaded model on `device_name`."""
     torch.set_num_threads(len(os.sched_getaffinity(0)))  # the parent pinned us; torch defaults to all cores
@@ -50,9 +58,9 @@ def make(params: dict[str, np.ndarray], device_name: str, k: int, batch: int, m:
     log_k = math.log(k)
 
     @torch.inference_mode()
-    def bounds(x: np.ndarray, eps: np.ndarray) -> np.ndarray:
+    def bounds(x: np.ndarray, eps) -> np.ndarray:
         xt = torch.from_numpy(x).to(device)
-        et = torch.from_numpy(eps).to(device)
+        et = device_draws(eps, device) if isinstance(eps, iwae_child.CounterDraws) else torch.from_numpy(eps).to(device)
         return (torch.logsumexp(log_weights(model, xt, et), dim=1) - log_k).cpu().numpy()
 
     return bounds, 0.0, str(device), f"torch {torch.__version__}"

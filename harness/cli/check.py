@@ -48,6 +48,8 @@ def add_subcommands(sub) -> None:
     p.add_argument("--from", dest="from_runs", type=Path, nargs="+", default=None, metavar="RUN_DIR",
                    help="derive from these finished runs (one seed each, at least the profile's epochs) "
                         "instead of training")
+    p.add_argument("--ensemble", action="store_true",
+                   help="train the seeds as one run, each backend's seeds as one ensemble (harness run --ensemble)")
     p.add_argument("--held-out", type=seed_list, default=[],
                    help="validation seeds calibration must never see (recorded in the profile; the power "
                         "study benchmarks/check_power.py judges their runs)")
@@ -61,7 +63,7 @@ def add_subcommands(sub) -> None:
     p.set_defaults(func=cmd_calibrate, backends=None)
 
 
-def _profile_config(args, profile: Profile, seed: int) -> RunConfig:
+def _profile_config(args, profile: Profile, seed: int | list[int]) -> RunConfig:
     args.backends = args.backends or profile.backends
     args.seed, args.epochs, args.target_loss = seed, profile.epochs, None
     # A calibrated profile trains the workload it was calibrated on (--workload only names a new one's).
@@ -77,8 +79,8 @@ def _run_profile(config: RunConfig, out: Path, data_dir, argv, probe: bool) -> o
     from harness.reporting.console import RunProgress, console
     mnist_dir, _ = data.locate(data_dir)
     runner.prepare_run_dir(out, resume=False, force=True)
-    console.print(f"{config.backends} seed {config.seed}, {config.epochs} epoch(s) -> {out}")
-    with RunProgress(config.epochs) as progress:
+    console.print(f"{config.backends} seed(s) {', '.join(map(str, config.run_seeds()))}, {config.epochs} epoch(s) -> {out}")
+    with RunProgress(config.epochs, len(config.run_seeds())) as progress:
         return runner.execute(config, out, mnist_dir, command="python -m harness " + " ".join(argv),
                               probe=probe, on_event=progress.on_event)
 
@@ -138,6 +140,10 @@ def cmd_calibrate(args, argv) -> int:
         raise HarnessError(f"profile {profile.name!r} has {profile.epochs} epoch(s), not {args.epochs}")
     if args.from_runs:
         records = [(d, results.load(d)) for d in args.from_runs]
+    elif args.ensemble:
+        out = args.out or Path("runs") / f"calibrate-{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        config = _profile_config(args, profile, args.seeds)
+        records = [(out, _run_profile(config, out, args.data_dir, argv, not args.no_probe))]
     else:
         out = args.out or Path("runs") / f"calibrate-{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         records = []

@@ -30,13 +30,17 @@ def add_subcommands(sub) -> None:
                    help="test images per batch (default: about 1024 rows of K draws on CPU, 65536 on GPU)")
     p.add_argument("--threads", type=flags.positive_int, default=0, help="CPU threads (default: every core)")
     p.add_argument("--device", default="", help="evaluate on this device instead of the run's")
+    p.add_argument("--noise", choices=("harness", "counter"), default="harness",
+                   help="counter: the draws are generated on the evaluating device from the counter-based "
+                        "definition (harness/counter_noise.py), as a large K on a GPU needs (default: harness, "
+                        "drawn on the host)")
     p.add_argument("--data-dir", default=None, help="folder with the four MNIST IDX files")
     p.set_defaults(func=cmd_evaluate)
 
 
 def cmd_evaluate(args: argparse.Namespace, argv: list[str]) -> int:
     opts = Options(k=args.k, backends=tuple(args.backends), test_limit=args.test_limit, batch=args.batch,
-                   threads=args.threads, device=args.device, data_dir=args.data_dir)
+                   threads=args.threads, device=args.device, data_dir=args.data_dir, noise=args.noise)
     if opts.backends:
         backends.check_names(list(opts.backends))
     dirs = run_dirs_of(args.run_dir, opts.backends)

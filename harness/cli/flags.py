@@ -10,6 +10,7 @@ way from flags to a config, for a run and for a sweep's base.
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import os
 from dataclasses import dataclass, field
@@ -94,8 +95,14 @@ EXPERIMENT_FLAGS = (
                                         "of the shared persistent ones; results.json records each compile as cold or warm")),
     Flag(("--train-limit",), dict(type=positive_int, default=None, help=argparse.SUPPRESS)),  # tests: a few hundred
     Flag(("--test-limit",), dict(type=positive_int, default=None, help=argparse.SUPPRESS)),
-    Flag(("--seed",), dict(type=int, default=1),
+    Flag(("--seed", "--seeds"), dict(dest="seed", type=seed_list, default=[1],
+                                     help="the seed, or several like 1-5 or 1,3,7: one result per backend and seed "
+                                          "(default 1)"),
          axis=dict(names=("--seeds", "--seed"), dest="seeds", type=seed_list, help="like 1-5 or 1,3,7 (default 1-5)")),
+    Flag(("--ensemble",), dict(action="store_true",
+                               help="train the seeds of each backend as ONE batched program, each seed seeing what "
+                                    "its own run sees (torch, torch-compile, jax; torch-reference runs one seed per "
+                                    "process)")),
     Flag(("--target-loss",), dict(type=float, default=None,
                                   help="primary-metric threshold for time to quality (default: the band top at the "
                                        "last epoch of the workload's longest calibrated profile, else 100)")),
@@ -105,7 +112,7 @@ EXPERIMENT_FLAGS = (
 )
 FLAGS = {f.dest: f for f in EXPERIMENT_FLAGS}
 # What `harness run` adds to the flags it shares with check, calibrate and parity (which set these themselves).
-RUN_ONLY = ("seed", "target_loss", "repeats")
+RUN_ONLY = ("seed", "ensemble", "target_loss", "repeats")
 
 
 def add_run_flags(p: argparse.ArgumentParser, default_epochs: int | None = 10) -> None:
@@ -119,7 +126,7 @@ def add_run_flags(p: argparse.ArgumentParser, default_epochs: int | None = 10) -
 
 
 def add_run_only_flags(p: argparse.ArgumentParser) -> None:
-    """The experiment flags `harness run` has beyond add_run_flags (its seed, target and repeats)."""
+    """The experiment flags `harness run` has beyond add_run_flags (its seeds, ensemble, target, repeats)."""
     for name in RUN_ONLY:
         p.add_argument(*FLAGS[name].names, **FLAGS[name].run_options())
 
@@ -168,8 +175,10 @@ def experiment_config(given: dict[str, Any]) -> RunConfig:
         model = dataclasses.replace(model, batch_size=get("batch_size"))
     precision = precision_of(given)
     target = get("target_loss")
+    seeds = seeds_of(get("seed"))
     config = RunConfig(
-        model=model, backends=names, device=get("device"), epochs=get("epochs"), seed=get("seed"),
+        model=model, backends=names, device=get("device"), epochs=get("epochs"), seed=seeds[0],
+        seeds=seeds if len(seeds) > 1 else (), ensemble=bool(get("ensemble")),
         threads=get("threads") or 0,
         engine_options=merged_options(compile_options(names, get("compile_mode")), get("engine_options")),
         precision=precision, train_limit=get("train_limit") or 0, test_limit=get("test_limit") or 0,
@@ -181,6 +190,15 @@ def experiment_config(given: dict[str, Any]) -> RunConfig:
     if absent:
         raise HarnessError(f"--engine-option for {', '.join(absent)}, which this run does not train")
     return config
+
+
+def seeds_of(value) -> tuple[int, ...]:
+    """The seeds of --seed (one, or a list from --seeds 1-5); a seed given twice is one error line."""
+    seeds = tuple(value) if isinstance(value, (list, tuple)) else (int(value),)
+    twice = sorted(s for s, n in collections.Counter(seeds).items() if n > 1)
+    if twice:
+        raise HarnessError(f"--seeds: seed {', '.join(map(str, twice))} given twice")
+    return seeds
 
 
 def run_config(args) -> RunConfig:

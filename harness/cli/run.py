@@ -53,11 +53,15 @@ def cmd_run(args, argv) -> int:
         done_before = set()
         run_dir = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
         runner.prepare_run_dir(run_dir, resume=False, force=args.force)
+    if config.ensemble:
+        from harness.execution.jobs import has_ensemble
+        for name in (b for b in config.backends if not has_ensemble(b)):
+            console.print(f"note: {name} has no seed ensemble; it trains one seed per process")
     mnist_dir, source = data.locate(args.data_dir)
     console.print(f"MNIST: {mnist_dir} ({source}); results: {run_dir / results.RESULTS_FILE}")
     command = "python -m harness " + " ".join(shlex.quote(a) for a in argv)
     execute_started = time.time()
-    with RunProgress(config.epochs) as progress:
+    with RunProgress(config.epochs, len(config.run_seeds())) as progress:
         record = runner.execute(config, run_dir, mnist_dir, command=command, resume=bool(args.resume),
                                 probe=not args.no_probe, on_event=progress.on_event)
     record.wall_seconds = walltime.run_breakdown(walltime.process_started_at(), execute_started, time.time(),

@@ -13,10 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -29,7 +25,7 @@ from harness import atomic
 from harness.config import ModelConfig
 from harness.errors import HarnessError
 from harness.evaluation import iwae
-from harness.execution.child_env import framework_env
+from harness.execution import child_process
 from harness.measurement import results
 
 DEFAULT_K = 5000  # the IWAE paper's evaluation
@@ -48,6 +44,7 @@ class Options:
     batch: int = 0  # test images per batch; 0 = ROWS_PER_BATCH // K
     threads: int = 0  # 0 = every core of this process's affinity
     device: str = ""  # "" = the device the backend trained on
+    noise: str = "harness"  # "counter": the draws generated on the evaluating device (harness/counter_noise.py)
     data_dir: str | None = None
 
 
@@ -67,23 +64,6 @@ def evaluator_module(backend: str) -> str:
     return framework.iwae
 
 
-def _pinned(cores: list[int]):
-    """preexec_fn: the child starts on `cores`, so torch's and XLA's thread pools are sized by them."""
-    return lambda: os.sched_setaffinity(0, cores)
-
-
-def run_child(module: str, args: dict, threads: int) -> dict:
-    """Run `python -m module JSON` pinned to the first `threads` cores; its JSON line, or one-line error."""
-    cores = sorted(os.sched_getaffinity(0))[: threads or None]
-    env = {**framework_env(), "OMP_NUM_THREADS": str(len(cores))}  # the training workers' BLAS settings
-    proc = subprocess.run([sys.executable, "-m", module, json.dumps(args)], capture_output=True, text=True,
-                          env=env, preexec_fn=_pinned(cores))
-    if proc.returncode != 0:
-        tail = [line for line in proc.stderr.strip().splitlines() if line.strip()][-1:] or ["no output"]
-        raise HarnessError(f"{module} failed (exit {proc.returncode}): {tail[0]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def evaluate_result(run_dir: Path, result: results.BackendResult, seed: int, opts: Options,
                     mnist_dir: Path, model: ModelConfig) -> dict:
     """IWAE of one backend's saved params of `model` (the run's workload and sizes): the `evaluation.iwae`
@@ -94,9 +74,10 @@ def evaluate_result(run_dir: Path, result: results.BackendResult, seed: int, opt
         args = {"params": str(run_dir / result.backend / result.params_file), "model": dataclasses.asdict(model),
                 "data_dir": str(mnist_dir),
                 "device": device, "k": opts.k, "seed": seed, "test_limit": opts.test_limit,
-                "batch": opts.batch or default_batch(opts.k, device), "out": str(Path(tmp) / "bounds.npy")}
+                "batch": opts.batch or default_batch(opts.k, device), "out": str(Path(tmp) / "bounds.npy"),
+                "noise": opts.noise}
         t = time.perf_counter()
-        timing = run_child(module, args, opts.threads)
+        timing = child_process.call(module, args, Path(tmp), cores=child_process.cores_for(opts.threads))
         wall = time.perf_counter() - t
         bounds = np.load(args["out"])
     name = f"iwae-k{opts.k}{f'-n{len(bounds)}' if opts.test_limit else ''}.npy"

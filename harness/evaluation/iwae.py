@@ -21,7 +21,7 @@ import math
 import numpy as np
 
 from harness.config import ModelConfig
-from harness.draws import check_k, iwae_noise  # check_k: K is part of the noise's key
+from harness.draws import check_k, iwae_counter_noise, iwae_noise  # check_k: K is part of the noise's key
 
 LOG_2PI = math.log(2.0 * math.pi)
 ROWS_PER_CHUNK = 8192  # (image, draw) rows the oracle decodes at once: 8192 x 784 float64 = 51 MB
@@ -59,12 +59,12 @@ def log_weights(params: dict[str, np.ndarray], x: np.ndarray, eps: np.ndarray, m
 
 
 def estimate(params: dict[str, np.ndarray], x: np.ndarray, k: int, seed: int, model: ModelConfig,
-             start: int = 0) -> np.ndarray:
+             start: int = 0, noise: str = "harness") -> np.ndarray:
     """The per-image IWAE bound log (1/K) sum_k w_k (nats, float64) for test images start.. of x, of the
     model `model` (the run's config: workload and sizes) with weights `params`.
 
-    x holds those images in order; the noise is `iwae_noise(seed, k, ...)`, exactly what the framework
-    evaluators use. Decoded a few thousand (image, draw) rows at a time to bound memory.
+    x holds those images in order; the noise is `iwae_noise(seed, k, ...)` (noise "counter":
+    `iwae_counter_noise`), exactly what the framework evaluators use. Decoded a few thousand (image, draw) rows at a time to bound memory.
     """
     k = check_k(k)
     rows = CONV_ROWS_PER_CHUNK if model.spec().convolutional else ROWS_PER_CHUNK
@@ -72,7 +72,8 @@ def estimate(params: dict[str, np.ndarray], x: np.ndarray, k: int, seed: int, mo
     out = []
     for lo in range(0, len(x), per_chunk):
         hi = min(lo + per_chunk, len(x))
-        eps = iwae_noise(seed, k, start + lo, start + hi, model.latent_dim)
+        draw = iwae_counter_noise if noise == "counter" else iwae_noise
+        eps = draw(seed, k, start + lo, start + hi, model.latent_dim)
         out.append(log_mean_exp(log_weights(params, x[lo:hi], eps, model), axis=1))
     return np.concatenate(out) if out else np.zeros(0)
 

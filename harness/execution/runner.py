@@ -13,7 +13,6 @@ import importlib.util
 import os
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -22,37 +21,22 @@ from harness import atomic
 from harness.config import RunConfig
 from harness.errors import HarnessError
 from harness.execution import child_process
+from harness.execution.jobs import Job, jobs_for, member_folder
 from harness.measurement import results, walltime
 from harness.measurement.measure import summarize
 from harness.measurement.results import BackendResult, EpochRecord, RunRecord
 
 STDERR_LOG = "stderr.log"
+WORKER, ENSEMBLE_WORKER = "harness.execution.worker", "harness.execution.ensemble_worker"  # the children
 
 
 class Interrupted(HarnessError):
     """Ctrl-C or SIGTERM: finished epochs are saved; `--resume DIR` continues."""
 
 
-@dataclass(frozen=True)
-class Job:
-    """One backend on one device with one seed, trained by one child process."""
-
-    backend: str
-    device: str
-    seed: int
-    config: RunConfig
-
-    def folder(self, run_dir: Path) -> Path:
-        return run_dir / self.backend
-
-
-def jobs_for(config: RunConfig) -> list[Job]:
-    return [Job(b, config.device, config.seed, config) for b in config.backends]
-
-
 def new_record(config: RunConfig, environment: dict, command: str) -> RunRecord:
     return RunRecord(config=config.to_dict(), environment=environment, command=command,
-                     results=[BackendResult(j.backend, j.device, j.seed) for j in jobs_for(config)])
+                     results=[BackendResult(j.backend, j.device, s) for j in jobs_for(config) for s in j.seeds])
 
 
 def prepare_run_dir(run_dir: Path, *, resume: bool, force: bool) -> None:
@@ -75,6 +59,11 @@ def execute(config: RunConfig, run_dir: Path, data_dir: Path, *, command: str = 
 
     Sweeps call exactly this for each of their jobs, so a sweep job and a run are the same thing.
     """
+    if config.ensemble:  # an ensemble that cannot fit is one error line before anything starts
+        from harness.execution import ensemble_memory
+        ensemble_memory.check_fits(config.model, len(config.run_seeds()), config.train_limit or 60_000,
+                                   config.test_limit or 10_000, ensemble_memory.host_available_bytes(),
+                                   "this host's free memory")
     if resume:
         record = results.load(run_dir)
     else:
@@ -95,18 +84,19 @@ def run_jobs(record: RunRecord, jobs: list[Job], run_dir: Path, data_dir: Path, 
     previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         for job in jobs:
-            result = record.find(job.backend, job.device, job.seed)
-            if result.status == "ok":
+            members = [record.find(job.backend, job.device, s) for s in job.seeds]
+            if all(r.status == "ok" for r in members):
                 continue
             try:
-                _run_one(record, job, result, run_dir, data_dir, resume, on_event)
+                _run_one(record, job, members, run_dir, data_dir, resume, on_event)
             except KeyboardInterrupt:
                 _mark_interrupted(record, jobs)
                 results.save(record, run_dir)
                 raise Interrupted(f"interrupted; finished epochs are saved in {run_dir / results.RESULTS_FILE}; "
                                   f"continue with: python -m harness run --resume {run_dir}") from None
             results.save(record, run_dir)
-            on_event(result, {"event": "finished"})
+            for result in members:
+                on_event(result, {"event": "finished"})
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -119,47 +109,68 @@ def _raise_interrupt(signum, frame):
 
 def _mark_interrupted(record: RunRecord, jobs: list[Job]) -> None:
     for job in jobs:
-        r = record.find(job.backend, job.device, job.seed)
-        if r.status in ("pending", "running"):
-            r.status, r.error = "interrupted", (f"interrupted after {len(r.epochs)} epoch(s)")
+        for seed in job.seeds:
+            r = record.find(job.backend, job.device, seed)
+            if r.status in ("pending", "running"):
+                r.status, r.error = "interrupted", (f"interrupted after {len(r.epochs)} epoch(s)")
 
 
-def _run_one(record: RunRecord, job: Job, result: BackendResult, run_dir: Path, data_dir: Path,
+def _run_one(record: RunRecord, job: Job, members: list[BackendResult], run_dir: Path, data_dir: Path,
              resume: bool, on_event) -> None:
+    """Train one job in its child; its events update the results of its seeds (one, or an ensemble's)."""
     spec = backends.REGISTRY[job.backend]
     if importlib.util.find_spec(spec.framework) is None:
-        result.status = "unavailable"
-        result.error = f"{spec.framework} is not installed; install it with: pip install -e '.[{spec.extra}]'"
-        on_event(result, {"event": "unavailable"})
+        for result in members:
+            result.status = "unavailable"
+            result.error = f"{spec.framework} is not installed; install it with: pip install -e '.[{spec.extra}]'"
+            on_event(result, {"event": "unavailable"})
         return
     started_at = time.time()  # the job's wall time starts here (harness.measurement.walltime)
     folder = job.folder(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
+    several = len(job.config.run_seeds()) > 1
     job_file = folder / "job.json"
     atomic.write_json(job_file, {"backend": job.backend, "device": job.device, "seed": job.seed,
-                                 "config": job.config.to_dict(), "job_dir": str(folder),
-                                 "data_dir": str(data_dir), "resume": resume,
+                                 "seeds": list(job.ensemble), "config": job.config.to_dict(),
+                                 "job_dir": str(folder), "data_dir": str(data_dir), "resume": resume,
+                                 # where each seed's checkpoint and params go, relative to the backend's folder
+                                 "member_dirs": {str(s): member_folder(s) if several else "" for s in job.seeds},
+                                 "backend_dir": str(run_dir / job.backend),
                                  # the cores this run may use: a concurrent GPU job's share (executors)
                                  "cores": sorted(os.sched_getaffinity(0))})
-    result.status, result.error, result.stderr_tail = "running", None, None
-    if not resume:
-        result.epochs = []
+    for result in members:
+        result.status, result.error, result.stderr_tail = "running", None, None
+        if not resume:
+            result.epochs = []
+    by_seed = {r.seed: r for r in members}
     n_train = job.config.train_limit or 60_000
-
     last_wall: dict = {}  # the child's latest wall-time snapshot
 
     def handle(event: dict) -> None:
         if "wall" in event:
             last_wall.update(event["wall"])
-        _apply_event(result, event, record.probe, job.config, n_train)
+        # an event naming a seed is that member's; the others (start, setup, compile, errors) are everyone's
+        for result in [by_seed[event["seed"]]] if "seed" in event else members:
+            if result.status in ("running", "ok") or event["event"] in ("ensemble",):
+                _apply_event(result, event, record.probe, job.config, n_train)
+                on_event(result, event)
         results.save(record, run_dir)
-        on_event(result, event)
 
     try:
-        code, timed_out = child_process.run(job_file, folder / STDERR_LOG, job.config.timeout, handle)
+        code, timed_out = child_process.run(job_file, folder / STDERR_LOG, job.config.timeout, handle,
+                                            module=ENSEMBLE_WORKER if job.ensemble else WORKER,
+                                            cores=child_process.cores_for(job.config.threads))
     finally:  # interrupted too: the parts it reached
-        result.wall_seconds = walltime.breakdown(started_at, time.time(), last_wall or None)
-    if result.status == "running":  # the child ended without saying done, diverged or error
+        wall = walltime.breakdown(started_at, time.time(), last_wall or None)
+        for result in members:
+            result.wall_seconds = wall
+    for result in members:
+        _close(result, job, folder, code, timed_out)
+
+
+def _close(result: BackendResult, job: Job, folder: Path, code: int | None, timed_out: bool) -> None:
+    """A result the child left running (it ended without done, diverged or error) becomes a failure."""
+    if result.status == "running":
         result.status = "failed"
         if timed_out:
             result.error = f"timed out after {job.config.timeout:g} s (--timeout)"
@@ -198,6 +209,8 @@ def _apply_event(r: BackendResult, ev: dict, probe, config: RunConfig, n_train: 
                    f"last finite train loss {ev['last_finite_loss']}")
     elif kind == "repeats":
         r.repeat_seconds = ev["train_seconds"]
+    elif kind == "ensemble":  # the whole ensemble's figures, for each member's record
+        r.backend_info = {**r.backend_info, "ensemble": ev["ensemble"]}
     elif kind == "done":
         r.status, r.params_file = "ok", ev["params_file"]
         r.memory.update(ev["memory"])

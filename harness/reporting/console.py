@@ -18,10 +18,11 @@ err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isa
 
 
 class RunProgress:
-    """One bar per job, added at the job's first event and advanced on every epoch event."""
+    """One bar per backend (over all its seeds), added at its first event and advanced on every epoch event."""
 
-    def __init__(self, epochs: int):
-        self.epochs = epochs
+    def __init__(self, epochs: int, seeds: int = 1):
+        self.epochs, self.seeds = epochs, seeds
+        self.done: dict = {}  # (backend, device) -> {seed: epochs finished}
         self.progress = Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
                                  console=console, transient=False)
@@ -43,9 +44,14 @@ class RunProgress:
             status = f"{status}  {name} {value:.2f}  {e.train_seconds:.2f} s/epoch"
         if kind == "compiled":
             status += f"  (compile {event['compile_seconds']:.1f} s)"
-        if result.key not in self.tasks:
-            self.tasks[result.key] = self.progress.add_task(result.backend, total=self.epochs, status="")
-        self.progress.update(self.tasks[result.key], completed=len(result.epochs), status=status)
+        key = (result.backend, result.device)
+        if key not in self.tasks:
+            label = result.backend + (f" x{self.seeds} seeds" if self.seeds > 1 else "")
+            self.tasks[key] = self.progress.add_task(label, total=self.epochs * self.seeds, status="")
+        self.done.setdefault(key, {})[result.seed] = len(result.epochs)
+        if self.seeds > 1:
+            status = f"seed {result.seed}: {status}"
+        self.progress.update(self.tasks[key], completed=sum(self.done[key].values()), status=status)
 
 
 def _fmt(x, spec: str = ".2f", none: str = "-") -> str:
@@ -67,6 +73,7 @@ def results_table(record: RunRecord) -> Table:
                 "compile s", "1st epoch s", "steady s/epoch (min-max)", "train samples/s",
                 "vs torch-reference", "x roofline", "MFU %"):
         table.add_column(col, justify="left" if col in ("backend", "device", "status") else "right")
+    several = len({r.seed for r in record.results}) > 1
     for r in record.results:
         s = r.summary
         last = r.epochs[-1] if r.epochs else None
@@ -75,7 +82,7 @@ def results_table(record: RunRecord) -> Table:
         speedup = f"{base / s['steady_seconds_per_epoch']:.2f}x" if s and base else "-"
         status = r.status if r.status == "ok" else f"[red]{r.status}[/red]"
         fig = roofline.figures(record.config, record.probe, s)
-        table.add_row(r.backend, r.device, status, str(len(r.epochs)),
+        table.add_row(f"{r.backend} (seed {r.seed})" if several else r.backend, r.device, status, str(len(r.epochs)),
                       _fmt(last and last.train_loss), *(_fmt(last and last.metrics.get(m.name)) for m in metrics),
                       caches.label(r.compile_seconds, r.compile_cache),
                       _fmt(r.first_epoch_seconds), steady,
@@ -85,6 +92,12 @@ def results_table(record: RunRecord) -> Table:
 
 
 def print_failures(record: RunRecord) -> None:
+    """One line per backend, status and error: an ensemble that failed as a whole is one line, not N."""
+    seeds: dict[tuple, list[int]] = {}
     for r in record.results:
         if r.status != "ok":
-            console.print(f"[red]{r.backend} on {r.device}: {r.status}[/red]: {r.error}")
+            seeds.setdefault((r.backend, r.device, r.status, r.error), []).append(r.seed)
+    several = len({r.seed for r in record.results}) > 1
+    for (backend, device, status, error), failed in seeds.items():
+        which = f" (seed {', '.join(map(str, failed))})" if several else ""
+        console.print(f"[red]{backend} on {device}{which}: {status}[/red]: {error}")

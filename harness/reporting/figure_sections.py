@@ -53,6 +53,14 @@ def _test_digits() -> tuple[np.ndarray | None, str]:
         return None, str(exc)
 
 
+def first_seed_of_each(entries: list[Entry]) -> list[Entry]:
+    """The first entry of each (run, backend, device): every entry when each has one seed."""
+    seen: dict[tuple, Entry] = {}
+    for e in entries:
+        seen.setdefault((e.run_dir, e.result.backend, e.result.device), e)
+    return list(seen.values())
+
+
 # ---------------------------------------------------------------- the sections
 
 def figure_sections(entries: list[Entry], out_dir: Path) -> list[str]:
@@ -101,7 +109,10 @@ def figure_sections(entries: list[Entry], out_dir: Path) -> list[str]:
               "float64 from the saved parameters.", ""]
     digits, why = _test_digits()
     z = sample_latents(SAMPLE_ROWS * SAMPLE_COLS, entries[0].record.config.model.latent_dim)
-    for e in entries:
+    shown = first_seed_of_each(entries)
+    if len(shown) < len(entries):  # a run of many seeds: one pair of grids per backend, not one per seed
+        lines += [f"With {len(entries)} results of several seeds, the grids show each backend's first seed.", ""]
+    for e in shown:
         params = load_params(e)
         if params is None:
             lines += [f"### {e.label}", "", f"No figures: {e.result.status}, no saved parameters.", ""]

@@ -17,6 +17,7 @@ from typing import Any
 from harness import atomic
 from harness.config import ModelConfig, RunConfig, parse_seeds
 from harness.errors import HarnessError
+from harness.execution.jobs import has_ensemble
 from harness.measurement import measure, results
 
 SWEEP_FILE = "sweep.json"
@@ -53,15 +54,27 @@ class SweepSpec:
     max_retries: int = 2  # Ray retries of a job whose worker or node died
 
     def jobs(self) -> list[SweepJob]:
-        """Every job, seeds outermost so that all backends of one seed run next to each other in time."""
-        return [SweepJob(backend=b, device=d, seed=s, latent_dim=z)
-                for z in self.latent_dims for s in self.seeds for d in self.devices for b in self.backends]
+        """Every job, seeds outermost so that all backends of one seed run next to each other in time.
+
+        With `base.ensemble`, a backend's seeds (of one device and latent size) are one ensemble: one job
+        per seed still, each naming the ensemble, sharing one run folder, trained together (`leaders`)."""
+        jobs = []
+        for z in self.latent_dims:
+            for s in self.seeds:
+                for d in self.devices:
+                    for b in self.backends:
+                        group = self.seeds if self.base.ensemble and has_ensemble(b) else ()
+                        run_dir = f"{b}-{d.replace(':', '')}-z{z}-ensemble-s{'-'.join(map(str, group))}" if group else ""
+                        jobs.append(SweepJob(backend=b, device=d, seed=s, latent_dim=z, ensemble=tuple(group),
+                                             run_dir=run_dir))
+        return jobs
 
     def job_config(self, job: SweepJob, threads: int) -> RunConfig:
         """The RunConfig of one job: a `harness run` of one backend, with this latent size; `threads` is
         what the executor gives it (base.threads, 0 = every core, resolved where the job runs)."""
         return dataclasses.replace(
             self.base, backends=(job.backend,), device=job.device, seed=job.seed, threads=threads,
+            seeds=tuple(job.ensemble),
             engine_options={b: dict(o) for b, o in self.base.engine_options.items() if b == job.backend},
             model=dataclasses.replace(self.base.model, latent_dim=job.latent_dim))
 
@@ -97,6 +110,7 @@ class SweepJob:
     device: str
     seed: int
     latent_dim: int
+    ensemble: tuple[int, ...] = ()  # the seeds this job trains with as one ensemble, itself included
     status: str = "pending"  # results.STATUSES; "running" also covers a job queued on Ray
     run_dir: str = ""
     error: str | None = None
@@ -122,8 +136,18 @@ class SweepJob:
         d = dict(d)
         if "metrics" not in d and d.get("test_loss") is not None:  # sweep.json schema 1: the VAE's two fields
             d["metrics"] = {k: d[k] for k in ("test_loss", "test_loss_sampled") if d.get(k) is not None}
+        d["ensemble"] = tuple(d.get("ensemble", ()))
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def leaders(jobs: list[SweepJob]) -> dict[str, list[SweepJob]]:
+    """The jobs an executor runs, each with the jobs its run trains ({run_dir: [leader, members...]}):
+    a job of its own, or the first seed of an ensemble with every seed of it."""
+    groups: dict[str, list[SweepJob]] = {}
+    for job in jobs:
+        groups.setdefault(job.run_dir, []).append(job)
+    return groups
 
 
 @dataclass

@@ -21,7 +21,7 @@ from harness import atomic
 from harness.errors import HarnessError
 from harness.execution.runner import Interrupted
 from harness.measurement import measure
-from harness.sweeps.state import FINISHED, SWEEP_FILE, JobOutcome, SweepJob, SweepSpec, SweepState, load, save
+from harness.sweeps.state import FINISHED, SWEEP_FILE, JobOutcome, SweepJob, SweepSpec, SweepState, leaders, load, save
 from harness.sweeps.summary import metric_names, summary_rows
 
 # What importers read as sweep.<name>; the types and sweep.json I/O are re-exported from
@@ -59,7 +59,7 @@ def apply_outcome(job: SweepJob, outcome: JobOutcome) -> None:
     job.metrics = job.samples_per_second = job.throughput_basis = None
     if outcome.record is None or not outcome.record.results:
         return
-    result = outcome.record.results[0]
+    result = outcome.record.find(job.backend, job.device, job.seed)  # an ensemble's run holds every seed
     job.status, job.error, job.cores = result.status, result.error, result.cores
     if result.summary:
         job.metrics = {name: result.summary[f"final_{name}"] for name in result.epochs[-1].metrics}
@@ -85,21 +85,26 @@ def run(state: SweepState, sweep_dir: Path, executor, *,
         state.wall_seconds = base + (time.perf_counter() - t0)
         save(state, sweep_dir)
 
+    groups = leaders(todo)  # an ensemble's seeds train as one run: its first job stands for all of them
+
     def on_start(job: SweepJob) -> None:
-        job.status, job.error = "running", None
-        job.attempts += 1
+        for member in groups[job.run_dir]:
+            member.status, member.error = "running", None
+            member.attempts += 1
         checkpoint()
 
     def on_done(job: SweepJob, outcome: JobOutcome) -> None:
-        apply_outcome(job, outcome)
+        for member in groups[job.run_dir]:
+            apply_outcome(member, outcome)
         state.summary = stats.summarize(summary_rows(state.jobs), metric_names(state.spec))
         checkpoint()
-        say(_job_line(next(counter), len(state.jobs), job))
+        for member in groups[job.run_dir]:
+            say(_job_line(next(counter), len(state.jobs), member))
 
     checkpoint()
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
-        executor.run(todo, state.spec, sweep_dir, on_start, on_done)
+        executor.run([group[0] for group in groups.values()], state.spec, sweep_dir, on_start, on_done)
     except (KeyboardInterrupt, Interrupted):
         for job in todo:
             if job.status in ("pending", "running"):

@@ -125,17 +125,17 @@ def spread_limit(samples: dict[int, list[float]], epoch: int, df_per_epoch: int,
 
 def seeds_of(records: list[tuple[str, Any]]) -> dict[int, dict[str, Any]]:
     """{seed: {backend: result}} of calibration runs, one experiment; runs of one seed with disjoint
-    backends are joined (a seed's backends may be trained as several runs, on several cores)."""
+    backends are joined (a seed's backends may be trained as several runs, on several cores), and a
+    run of several seeds (an ensemble) gives each of its seeds."""
     exp = experiment(records[0][1].config)
     joined: dict[int, dict[str, Any]] = {}
     for folder, rec in records:
         if (why := mismatch(exp, experiment(rec.config))) is not None:
             raise HarnessError(f"calibration runs are not one experiment: {folder}: {why}")
-        seed = rec.config.seed
         for r in rec.results:
-            if r.backend in joined.setdefault(seed, {}):
-                raise HarnessError(f"calibration run {folder} repeats {r.backend} for seed {seed}")
-            joined[seed][r.backend] = r
+            if r.backend in joined.setdefault(r.seed, {}):
+                raise HarnessError(f"calibration run {folder} repeats {r.backend} for seed {r.seed}")
+            joined[r.seed][r.backend] = r
     return joined
 
 

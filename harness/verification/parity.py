@@ -12,7 +12,8 @@ difference chaotically until it is as large as a real bug. From a common state e
 strictly and nothing compounds. The free-running distance is still reported, for information.
 
 Pass rule, per backend, over all N steps: every per-step batch loss within LOSS_RTOL of the oracle,
-and in each step at most KINK_BUDGET parameter entries outside STEP_RTOL * max|ref| of their tensor.
+and at most `allowed_kink_steps(N)` steps with more than KINK_BUDGET parameter entries outside
+STEP_RTOL * max|ref| of their tensor (kink steps, below).
 The measured counts behind these constants, for correct backends and for mutants, are in
 docs/correctness.md with the committed runs (reports/parity-cpu*) they come from.
 """
@@ -50,6 +51,31 @@ STEP_RTOL = oracle.PARITY_RTOL
 # every wrong formula moves a large share of a tensor; the budget sits between the two. Counts of
 # correct backends and of the mutants, with their source: docs/correctness.md.
 KINK_BUDGET = 64
+# Kink steps. A ReLU input of the DECODER within rounding of zero changes one sample's whole backward
+# pass, and with it every encoder weight that sample's active pixels and hidden units touch: hundreds
+# of entries of fc1.weight in one step, a legitimate float32 event the budget above cannot absorb.
+# Measured (benchmarks/parity_kinks.py, reports/parity-kinks): correct backends (torch, jax), seeds
+# 1-30, 50 teacher-forced steps each: 2 of 3000 steps beyond KINK_BUDGET (torch, seed 2: 877 entries;
+# seed 11: 91; one step each). KINK_STEP_RATE is that rate's 95 % upper bound (Clopper-Pearson); a run
+# of N steps may have as many kink steps as a correct backend exceeds with probability at most
+# KINK_FALSE_ALARM. Every mutant has more than KINK_BUDGET outliers in every one of its steps
+# (docs/correctness.md), so it fails for any N.
+KINK_STEP_RATE = 2.1e-3
+KINK_FALSE_ALARM = 0.01
+
+
+def allowed_kink_steps(steps: int) -> int:
+    """The kink steps a correct backend's run of `steps` steps exceeds with probability <= KINK_FALSE_ALARM."""
+    from scipy import stats
+    k = 0
+    while stats.binom.sf(k, steps, KINK_STEP_RATE) > KINK_FALSE_ALARM:
+        k += 1
+    return k
+
+
+def kink_steps(outliers: list[int]) -> int:
+    """Steps with more than KINK_BUDGET entries beyond STEP_RTOL."""
+    return sum(n > KINK_BUDGET for n in outliers)
 
 
 @dataclass
@@ -66,7 +92,7 @@ class BackendParity:
 
     @property
     def ok(self) -> bool:
-        return (self.error is None and max(self.outliers, default=0) <= KINK_BUDGET
+        return (self.error is None and kink_steps(self.outliers) <= allowed_kink_steps(len(self.outliers))
                 and self.max_loss_rel_err <= LOSS_RTOL)
 
 
@@ -149,33 +175,63 @@ def run_backend(name: str, chain: OracleChain, config: RunConfig, free_running: 
     return BackendParity(name, worst, outliers, loss_err, free)
 
 
+def run_ensemble(name: str, chains: list[OracleChain], config: RunConfig) -> list[BackendParity]:
+    """Teacher-forced lockstep of one backend's seed ensemble, member i against its own seed's chain:
+    every step sets all members to their oracle states, takes ONE batched step, and judges each member."""
+    engine = backends.create_ensemble(name)
+    first = [x for x, _ in chains[0].inputs]
+    engine.setup([c.states[0] for c in chains], np.concatenate(first), first[0],
+                 dataclasses.replace(config, backends=(name,)))
+    seeds = [config.seed + i for i in range(len(chains))]
+    reports = [BackendParity(f"{name} (ensemble of {len(chains)}, seed {s})", {k: 0.0 for k in chains[0].params_after[0]},
+                             [], 0.0) for s in seeds]
+    for step in range(len(chains[0].inputs)):
+        engine.set_state([c.states[step] for c in chains])
+        x = np.stack([c.inputs[step][0] for c in chains])
+        eps = np.stack([c.inputs[step][1] for c in chains])
+        losses = engine.lockstep_step(x, eps)
+        for report, chain, loss, state in zip(reports, chains, losses, engine.get_state()):
+            errs = relative_errors(chain.params_after[step], state)
+            report.outliers.append(sum(int((e > STEP_RTOL).sum()) for e in errs.values()))
+            report.worst = {k: max(report.worst[k], float(errs[k].max())) for k in report.worst}
+            ref = chain.losses[step]
+            report.max_loss_rel_err = max(report.max_loss_rel_err, abs(float(loss) - ref) / abs(ref))
+    return reports
+
+
 def run(names: list[str], train_x: np.ndarray, steps: int, config: RunConfig,
-        free_running: bool = True) -> list[BackendParity]:
+        free_running: bool = True, ensemble: int = 0) -> list[BackendParity]:
     """Lockstep every backend in `names` against the float64 oracle, each in its own child process
     (harness.verification.parity_worker, started as training workers are), so a framework that crashes
-    costs its own result only."""
+    costs its own result only. With `ensemble` N, each backend's seed ensemble of seeds seed .. seed+N-1
+    is judged instead, member by member (one report each)."""
     m = config.model
-    params = init_params(config.seed, m)
-    batches, noise = lockstep_inputs(train_x, steps, config.seed, m.batch_size, m.latent_dim)
-    chain = oracle_chain(params, batches, noise, m)
+    chains = []
+    for seed in range(config.seed, config.seed + max(1, ensemble)):
+        batches, noise = lockstep_inputs(train_x, steps, seed, m.batch_size, m.latent_dim)
+        chains.append(oracle_chain(init_params(seed, m), batches, noise, m))
     with tempfile.TemporaryDirectory(prefix="vae-bench-parity-") as tmp:
         chain_file = Path(tmp) / "chain.pickle"
-        chain_file.write_bytes(pickle.dumps(chain))  # written and read by this harness only
-        return [_in_child(name, chain_file, config, free_running, Path(tmp)) for name in names]
+        chain_file.write_bytes(pickle.dumps(chains if ensemble else chains[0]))  # written and read by this harness only
+        return [r for name in names for r in _in_child(name, chain_file, config, free_running, Path(tmp), ensemble)]
 
 
-def _in_child(name: str, chain_file: Path, config: RunConfig, free_running: bool, tmp: Path) -> BackendParity:
+def _in_child(name: str, chain_file: Path, config: RunConfig, free_running: bool, tmp: Path,
+              ensemble: int) -> list[BackendParity]:
     job = tmp / f"{name}.json"
     job.write_text(json.dumps({"backend": name, "chain": str(chain_file), "config": config.to_dict(),
-                               "free_running": free_running}))
+                               "free_running": free_running, "ensemble": ensemble}))
     found: list[dict] = []
     stderr = tmp / f"{name}.stderr"
     code, timed_out = child_process.run(job, stderr, config.timeout, found.append,
-                                        module="harness.verification.parity_worker")
-    if found and code == 0:
-        return BackendParity(**found[-1]["report"])
-    lines = [line for line in stderr.read_text(errors="replace").splitlines() if line.strip()]
+                                        module="harness.verification.parity_worker",
+                                        cores=child_process.cores_for(config.threads))
+    answers = [e for e in found if e["event"] == "parity"]
+    if answers and code == 0:
+        return [BackendParity(**r) for r in answers[-1]["reports"]]
+    errors = [e["message"] for e in found if e["event"] == "error"]
+    lines = errors or [line for line in stderr.read_text(errors="replace").splitlines() if line.strip()]
     why = "timed out" if timed_out else f"its process exited with code {code}"
-    return BackendParity(name, {}, [], None, error=f"{why}{': ' + lines[-1] if lines else ''}")
+    return [BackendParity(name, {}, [], None, error=f"{why}{': ' + lines[-1] if lines else ''}")]
 
 

@@ -116,7 +116,7 @@ def figures_table(records: dict[str, results.RunRecord]) -> list[str]:
         invalid = roofline.problem(rec)
         for r in rec.results:
             s = r.summary or {}
-            fig = roofline.figures(rec.config, rec.probe, s)
+            fig = roofline.figures(rec.config, rec.probe, s, roofline.members(r))
             mode = rec.config.options(r.backend).get("mode", "-")
             lines.append(f"| {name} | {r.backend} | {mode} | {r.status} | {len(r.epochs)} | "
                          f"{caches.label(r.compile_seconds, r.compile_cache)} | {measure.seconds_cell(s, '.3g')} | "

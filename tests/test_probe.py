@@ -52,7 +52,7 @@ def test_bad_probe_requests_are_one_error_line():
 
 def test_a_failing_probe_child_is_one_error_line():
     """Bypassing the device check: the child's own error comes back as the launcher's one line."""
-    with pytest.raises(HarnessError, match=r"^probe on cuda failed: \w+Error: .*CUDA") as info:
+    with pytest.raises(HarnessError, match=r"^probe on cuda failed: backends.torch.probe: \w+Error: .*CUDA") as info:
         probe.run(RunConfig(device="cuda", threads=1, train_limit=SMALL), repeats=1)
     assert "\n" not in str(info.value)
 

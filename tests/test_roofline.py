@@ -143,6 +143,19 @@ def test_the_latency_floor_counts_the_fastest_counted_engine():
     assert "latency floor (CUDA, shown apart): 469 steps x 30.0 kernels per step of jax x 2.00 us" in caption
 
 
+def test_an_ensembles_epoch_is_held_to_its_seeds_rooflines():
+    """An ensemble of 4 trains 4 seeds per epoch: its roofline is 4 times one seed's, its MFU counts all 4."""
+    cfg = RunConfig(seeds=(1, 2, 3, 4), ensemble=True)
+    roof = roofline.epoch_roofline(cfg, PROBE).seconds
+    rec = record(cfg, ("torch", 3 * roof))
+    r = rec.results[0]
+    assert "roofline_multiple" not in r.summary  # the size is not known while it runs: the reports use it
+    r.backend_info = {"ensemble": {"size": 4}}
+    fig = roofline.figures(cfg, PROBE, r.summary, roofline.members(r))
+    assert fig["roofline_multiple"] == pytest.approx(0.75) and roofline.problem(rec).startswith("roofline invalid")
+    assert fig["fraction_of_peak"] == pytest.approx(4 * 196.8 / (3 * roof) / 100.0)
+
+
 def test_cells():
     fig = {"roofline_multiple": 1.234, "roofline_kind": "roofline", "fraction_of_peak": 0.5}
     steady = {"steady_seconds_per_epoch": 1.0}

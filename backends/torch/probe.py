@@ -1,8 +1,8 @@
 """Hardware probe in PyTorch: the ceilings of the run's device and precision, measured, not looked up.
 
-Started by harness.execution.probe through the one child launcher (`python -m backends.torch.probe
-JOB_FILE`, JSON-line events on stdout), pinned to the run's cores and thread count, so its figures are
-comparable with the backends'. It measures, as the Empirical Roofline Toolkit does with micro-kernels:
+Started by harness.execution.probe through the one child launcher (child_process.call: `python -m
+backends.torch.probe JOB_FILE`, answering through harness.channel), pinned to the run's cores and
+thread count, so its figures are comparable with the backends'. It measures, as the Empirical Roofline Toolkit does with micro-kernels:
 
 - the matrix peak: the best rate of n x n `torch.mm` (2 n^3 FLOPs) over a few sizes and of the torch
   products below, in the run's arithmetic (float32; also TF32 for a TF32 run, bf16 operands for bf16);
@@ -21,15 +21,17 @@ under the `floor_*` keys of earlier versions).
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import sys
 import time
+import traceback
 
 import torch
 
 from backends.torch import precision as torch_precision
+from harness.channel import Events, serve
 from harness.config import ModelConfig, RunConfig
+from harness.errors import HarnessError
 
 # A ceiling is the best rate seen over many short timed calls, SAMPLE_SECONDS per size and round, in
 # ROUNDS rounds spread over the probe: on a shared machine a short quiet moment is enough to see the
@@ -209,19 +211,17 @@ def probe(job: dict) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    """Read the job file, pin to its cores, print one `probe` event (or one `error` event)."""
-    job = json.loads(open(argv[0]).read())
-    cores = sorted(os.sched_getaffinity(0))[: job["threads"]]
-    os.sched_setaffinity(0, cores)
-    torch.set_num_threads(len(cores))
-    try:
-        event = {"event": "probe", "result": probe(job)}
-    except Exception as exc:  # one line for the parent; the traceback stays in the stderr log
-        import traceback
-        traceback.print_exc()
-        event = {"event": "error", "message": f"{type(exc).__name__}: {' '.join(str(exc).split())}"}
-    print(json.dumps(event), flush=True)
-    return 0 if event["event"] == "probe" else 1
+    """The probe child (pinned to its cores by the parent): every ceiling as one `result` event, any
+    failure as one error line (the traceback stays in the stderr log)."""
+    def work(job: dict, events: Events) -> None:
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
+        try:
+            result = probe(job)
+        except Exception as exc:
+            traceback.print_exc()
+            raise HarnessError(f"{type(exc).__name__}: {' '.join(str(exc).split())}") from None
+        events.send("result", **result)
+    return serve(argv, work)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """`harness probe`: the ceilings of the run's device and precision, measured in a child process like the backends.
 
 The child (the probing framework's module, backends/torch/probe.py) is started through the one child
-launcher, harness.execution.child_process (job file, JSON-line events, framework_env, timeout, one-line
-errors), pinned to the run's cores. It measures the matrix peak, the memory bandwidth and, on CUDA, one
+launcher, harness.execution.child_process.call (job file, JSON-line events, framework_env, timeout,
+one-line errors), pinned to the run's cores. It measures the matrix peak, the memory bandwidth and, on CUDA, one
 kernel's cost; the run's own model (workload, sizes, batch size) and training-set size decide the
 working set and the "torch products" reference. The record is the run's `probe`;
 harness.measurement.roofline turns it into each backend's roofline, `x roofline` and MFU.
@@ -42,19 +42,13 @@ def run(config: RunConfig, run_dir: Path | None = None, repeats: int = 5,
         need = f"{prober.name} (pip install -e '.[{prober.extra}]')" if prober else "a framework with a probe"
         print(f"probe skipped: it needs {need}", file=sys.stderr)
         return None
-    events: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="vae-bench-probe-") as tmp:
-        job_file, stderr = Path(tmp) / "job.json", Path(tmp) / "stderr.log"
-        atomic.write_json(job_file, job_of(config, repeats, count_kernels))
-        code, timed_out = child_process.run(job_file, stderr, TIMEOUT_SECONDS, events.append, module=prober.probe)
-        tail = child_process.tail(stderr).strip().splitlines()[-1:] or ["no output"]
-    errors = [e["message"] for e in events if e.get("event") == "error"]
-    found = [e["result"] for e in events if e.get("event") == "probe"]
-    if timed_out:
-        raise HarnessError(f"probe on {config.device} timed out after {TIMEOUT_SECONDS:g} s")
-    if errors or code != 0 or not found:
-        raise HarnessError(f"probe on {config.device} failed: {errors[0] if errors else tail[0]}")
-    return with_work(found[0], config)
+        try:
+            result = child_process.call(prober.probe, job_of(config, repeats, count_kernels), Path(tmp),
+                                        TIMEOUT_SECONDS, cores=child_process.cores_for(config.threads))
+        except HarnessError as exc:
+            raise HarnessError(f"probe on {config.device} failed: {exc}") from None
+    return with_work(result, config)
 
 
 def with_work(result: dict, config: RunConfig) -> dict:

@@ -74,7 +74,8 @@ def summarize(epochs: list[dict], config: RunConfig, compile_seconds: float | No
         "time_to_target_seconds": next(  # the primary metric is the workload's first
             (e["elapsed_seconds"] for e in epochs if next(iter(e["metrics"].values())) < config.target_loss), None),
     }
-    out.update(roofline.figures(config, probe, out))  # x roofline, MFU, x torch products
+    if not config.ensemble:  # an ensemble's epoch is N seeds' work: the reports divide by its recorded size
+        out.update(roofline.figures(config, probe, out))  # x roofline, MFU, x torch products
     return out
 
 

@@ -15,7 +15,8 @@ bandwidth existed gives a compute-only roofline (FLOPs / peak: still a lower bou
 On CUDA the latency floor is shown apart: steps x the kernels per step of the run's fastest engine (the
 probe counts them when asked, `harness probe --count-kernels`) x one kernel's cost in a replayed CUDA
 graph. The "torch products" time (the epoch's matrix products replayed through torch) stays as a
-labelled reference; a backend may beat it (XLA did on the H200), so it bounds nothing.
+labelled reference; a backend may beat it (XLA did on the H200), so it bounds nothing. An ensemble's
+epoch trains its N seeds at once, so its roofline is N times one seed's (`members`).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from harness.config import TRAIN_SIZE, RunConfig
-from harness.measurement.results import RunRecord
+from harness.measurement.results import BackendResult, RunRecord
 
 COMPUTE_ONLY = "compute-only"
 
@@ -85,19 +86,27 @@ def epoch_roofline(config: RunConfig, probe: dict | None) -> Roofline | None:
     return Roofline(total, compute, memory if bandwidth else None, peak, bandwidth, sum(sizes.values()))
 
 
-def figures(config: RunConfig, probe: dict | None, summary: dict | None) -> dict:
-    """A backend's roofline figures from its steady s/epoch: roofline_seconds_per_epoch, roofline_kind,
-    roofline_multiple, fraction_of_peak (MFU) and floor_multiple (x torch products); {} when absent."""
+def members(result: BackendResult) -> int:
+    """How many seeds the result's timed epochs trained at once: an ensemble's size (its record's
+    backend_info says it once the ensemble finished), else 1."""
+    return int(((result.backend_info or {}).get("ensemble") or {}).get("size") or 1)
+
+
+def figures(config: RunConfig, probe: dict | None, summary: dict | None, seeds: int = 1) -> dict:
+    """A backend's roofline figures from its steady s/epoch, which trained `seeds` seeds at once (an
+    ensemble: `seeds` times the work): roofline_seconds_per_epoch, roofline_kind, roofline_multiple,
+    fraction_of_peak (MFU) and floor_multiple (x torch products, one seed's); {} when absent."""
     steady = (summary or {}).get("steady_seconds_per_epoch")
     roof = epoch_roofline(config, probe)
     if not steady or roof is None:
         return {}
     m = config.model
-    out = {"roofline_seconds_per_epoch": roof.seconds, "roofline_kind": roof.kind,
-           "roofline_multiple": steady / roof.seconds,
-           "fraction_of_peak": m.spec().train_flops_per_sample(m) * n_train(config) / steady / 1e9 / roof.peak_gflops}
+    flops = seeds * m.spec().train_flops_per_sample(m) * n_train(config)
+    out = {"roofline_seconds_per_epoch": seeds * roof.seconds, "roofline_kind": roof.kind,
+           "roofline_multiple": steady / (seeds * roof.seconds),
+           "fraction_of_peak": flops / steady / 1e9 / roof.peak_gflops}
     if products := products_seconds(probe, config.precision):
-        out["floor_multiple"] = steady / products  # the old name of "x torch products"
+        out["floor_multiple"] = steady / (seeds * products)  # the old name of "x torch products"
     return out
 
 
@@ -121,12 +130,12 @@ def problem(record: RunRecord) -> str | None:
     roof = epoch_roofline(record.config, record.probe)
     if roof is None:
         return None
-    below = [r for r in record.results
-             if 0 < (r.summary or {}).get("steady_seconds_per_epoch", roof.seconds) < roof.seconds]
+    below = [r for r in record.results if 0 < (r.summary or {}).get("steady_seconds_per_epoch", float("inf"))
+             < members(r) * roof.seconds]
     if not below:
         return None
     parts = [f"{r.backend} ({r.device}) trains an epoch in {r.summary['steady_seconds_per_epoch']:.3g} s, below "
-             f"the roofline of {roof.seconds:.3g} s" for r in below]
+             f"the roofline of {members(r) * roof.seconds:.3g} s" for r in below]
     return ("roofline invalid: " + "; ".join(parts) + f". A ceiling the probe measured (peak {roof.peak_gflops:,.1f} "
             f"GFLOP/s, bandwidth {_gbps(roof.bandwidth_gbps)}) is below what this device did, so no 'x roofline' "
             "ratio is shown")

@@ -81,7 +81,7 @@ def results_table(record: RunRecord) -> Table:
         base = ref.get(r.device)
         speedup = f"{base / s['steady_seconds_per_epoch']:.2f}x" if s and base else "-"
         status = r.status if r.status == "ok" else f"[red]{r.status}[/red]"
-        fig = roofline.figures(record.config, record.probe, s)
+        fig = roofline.figures(record.config, record.probe, s, roofline.members(r))
         table.add_row(f"{r.backend} (seed {r.seed})" if several else r.backend, r.device, status, str(len(r.epochs)),
                       _fmt(last and last.train_loss), *(_fmt(last and last.metrics.get(m.name)) for m in metrics),
                       caches.label(r.compile_seconds, r.compile_cache),

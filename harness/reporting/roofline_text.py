@@ -94,7 +94,7 @@ def sweep_section(state, sweep_dir: Path) -> str:
         rec = results.load(Path(sweep_dir) / job.run_dir)
         invalid = roofline.problem(rec)
         for r in rec.results:
-            fig = roofline.figures(rec.config, rec.probe, r.summary)
+            fig = roofline.figures(rec.config, rec.probe, r.summary, roofline.members(r))
             groups.setdefault((job.backend, job.device, job.latent_dim), []).append({**fig, "invalid": invalid})
     if not groups:
         return "## Roofline\n\nNo job finished ok yet.\n"

@@ -40,7 +40,7 @@ def summary_frame(group: list[Entry]):
         else:
             target = "-"
         rss, dev = r.memory.get("peak_rss_bytes"), r.memory.get("device_peak_bytes")
-        fig = roofline.figures(e.record.config, e.record.probe, s)
+        fig = roofline.figures(e.record.config, e.record.probe, s, roofline.members(r))
         rows.append({
             "backend": r.backend if len({x.result.backend for x in group}) == len(group) else e.label,
             "status": r.status,

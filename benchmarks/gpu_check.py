@@ -1,5 +1,6 @@
 """Helpers of benchmarks/gpu_check.sh: wait for a run's first epoch, compare two runs' losses, and write
-the check's summary.md.
+the check's summary.md (with every probed run's roofline and, from the `roofline` step's kernel counts,
+full-50's latency floor).
 
     python benchmarks/gpu_check.py wait-epoch RUN_DIR [--timeout S]
     python benchmarks/gpu_check.py same-losses BASE_RUN NEW_RUN [--rtol R]
@@ -19,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness.errors import HarnessError  # noqa: E402
 from harness.execution import caches  # noqa: E402
-from harness.measurement import floor, measure, results
+from harness.measurement import measure, results, roofline  # noqa: E402
+from harness.reporting.roofline_text import latency_line, roofline_line  # noqa: E402
 
 LOSSES = ("train_loss", "test_loss", "test_loss_sampled")  # the MLP workload's train loss and test metrics
 # (run folder under OUT/runs, backend, what is measured, goal, test on the measured value, format)
@@ -108,17 +110,38 @@ def _fmt(x, spec: str = ".3g") -> str:
 
 
 def figures_table(records: dict[str, results.RunRecord]) -> list[str]:
-    lines = ["| run | backend | mode | status | epochs | compile s | steady s/epoch | train samples/s | x floor "
-             "| final test_loss |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | backend | mode | status | epochs | compile s | steady s/epoch | train samples/s | x roofline "
+             "| MFU % | final test_loss |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, rec in records.items():
-        invalid = floor.problem(rec.results)
+        invalid = roofline.problem(rec)
         for r in rec.results:
             s = r.summary or {}
+            fig = roofline.figures(rec.config, rec.probe, s, roofline.members(r))
             mode = rec.config.options(r.backend).get("mode", "-")
             lines.append(f"| {name} | {r.backend} | {mode} | {r.status} | {len(r.epochs)} | "
                          f"{caches.label(r.compile_seconds, r.compile_cache)} | {measure.seconds_cell(s, '.3g')} | "
-                         f"{_fmt(s.get('train_samples_per_second'), ',.0f')} | {floor.multiple_cell(s, invalid)} | "
-                         f"{_fmt(s.get('final_test_loss'), '.2f')} |")
+                         f"{_fmt(s.get('train_samples_per_second'), ',.0f')} | {roofline.multiple_cell(s, fig, invalid)} | "
+                         f"{roofline.mfu_cell(s, fig)} | {_fmt(s.get('final_test_loss'), '.2f')} |")
+    return lines
+
+
+def roofline_section(out: Path, records: dict[str, results.RunRecord]) -> list[str]:
+    """Every probed run's roofline; full-50's latency floor with the `roofline` step's kernel counts."""
+    lines = [f"- {name}: {roofline_line(rec)}" for name, rec in records.items() if rec.probe]
+    counted = out / "roofline.json"
+    full = records.get("full-50")
+    if not counted.exists() or full is None or not full.probe:
+        return lines + ["- latency floor: not measured (the roofline step, GPU only, did not leave roofline.json, "
+                        "or full-50 has no probe)"]
+    probe = json.loads(counted.read_text())
+    lines += [f"- {name}: {n:.1f} device operations per step (roofline step)"
+              for name, n in (probe.get("kernels_per_step") or {}).items()]
+    merged = results.RunRecord(full.config, full.environment, full.results,
+                               {**full.probe, **{k: probe[k] for k in ("kernels_per_step", "kernel_seconds") if k in probe}})
+    if floor := roofline.latency_floor(merged):
+        steady = next(r.summary["steady_seconds_per_epoch"] for r in full.results if r.backend == floor["backend"])
+        lines.append(f"- full-50: {latency_line(merged)}; {floor['backend']} trains an epoch in {steady:.3g} s, "
+                     f"{steady / floor['seconds']:.2f}x that")
     return lines
 
 
@@ -144,9 +167,9 @@ def goals_table(records: dict, steps: dict, device: str) -> list[str]:
         value = goal_value(records, steps, run, backend, what)
         met = "unmeasured" if value is None else ("n/a on cpu" if device == "cpu" else ("yes" if test(value) else "NO"))
         lines.append(f"| {backend}: {what} ({run}) | {_fmt(value, spec)} | {target} | {met} |")
-    problems = [p for p in (floor.problem(rec.results) for rec in records.values()) if p]
-    floor_met = "n/a on cpu" if device == "cpu" else ("NO" if problems else "yes")
-    lines.append(f"| no backend below the floor (every run) | {len(problems)} run(s) below | none | {floor_met} |")
+    problems = [p for p in (roofline.problem(rec) for rec in records.values()) if p]
+    met = "n/a on cpu" if device == "cpu" else ("NO" if problems else "yes")
+    lines.append(f"| no backend below the roofline (every run) | {len(problems)} run(s) below | none | {met} |")
     return lines
 
 
@@ -190,9 +213,8 @@ def summary(out: Path, device: str) -> int:
               "## Where each job's wall time went (seconds)", "", *wall_table(records), "",
               "## Goals of the GPU path (issues 14 and 27; H100/H200, float32, TF32 off)", "",
               *goals_table(records, {s["name"]: s for s in steps}, device), ""]
-    problems = [f"- {name}: {p}" for name, rec in records.items() if (p := floor.problem(rec.results))]
-    if problems:
-        lines += ["## Floor", "", *problems, ""]
+    problems = [f"- {name}: {p}" for name, rec in records.items() if (p := roofline.problem(rec))]
+    lines += ["## Roofline and latency floor", "", *problems, *roofline_section(out, records), ""]
     (out / "summary.md").write_text("\n".join(lines))
     print("\n".join(lines))
     return 1 if failed else 0

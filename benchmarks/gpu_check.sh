@@ -11,7 +11,10 @@
 # torch-compile and jax for 50 epochs from empty compile caches (90.2; the throughput and cold-compile
 # goals); jax for 50 epochs again, warm (15.0; the warm goals); every backend for 5 epochs with the caches
 # warm (131.8 cold at b44716e, most of it compiling); parity on CUDA (31.9); `check --profile full --from`
-# the 50-epoch run (0.5); the CUDA-marked tests (over 170 at b44716e). `--full` adds every other
+# the 50-epoch run (0.5); the CUDA-marked tests (over 170 at b44716e). On a GPU the default also runs
+# `roofline` after full-50 (budget 60 s, never run yet): `harness probe --count-kernels` counts the kernels
+# per step of torch-compile and jax (caches warm by then) for the latency floor, and summary.md shows
+# every probed run's roofline, x roofline and MFU and full-50's latency floor. `--full` adds every other
 # torch-compile mode, bf16, conv-vae, IWAE (`harness evaluate`), the interrupted-then-resumed run (its
 # CUDA path is also a CUDA test) and, on a GPU, `calibrate --profile cuda-full`.
 #
@@ -86,7 +89,7 @@ budget() {  # budget STEP: its seconds (0: none), GPU_CHECK_BUDGETS first, then 
     for pair in ${GPU_CHECK_BUDGETS:-}; do [ "${pair%%=*}" = "$name" ] && base=${pair#*=}; done
     if [ -z "$base" ]; then
         case $name in
-            probe|jax-warm-50) base=30 ;;  check) base=15 ;;  parity) base=45 ;;  all-5) base=70 ;;
+            probe|jax-warm-50) base=30 ;;  check) base=15 ;;  parity) base=45 ;;  all-5) base=70 ;;  roofline) base=60 ;;
             full-50) base=130 ;;  pytest-cuda) base=140 ;;  torch-compile-reduce-overhead-50) base=120 ;;
             resume|bf16-5) base=150 ;;  calibrate-cuda) base=2400 ;;  *) base=300 ;;
         esac
@@ -187,6 +190,9 @@ command -v nvidia-smi > /dev/null && nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
 
 step probe "${H[@]}" probe --device "$DEVICE" --allow-tf32 --repeats "$PROBE_REPEATS" ${LIMITS[@]+"${LIMITS[@]:0:2}"}
 step full-50 run full-50 --backends torch-compile,jax --epochs "$LONG"
+if [ "$DEVICE" = cpu ]; then skip roofline "GPU only"
+else after full-50 roofline env XLA_PYTHON_CLIENT_PREALLOCATE=false "${H[@]}" probe --device "$DEVICE" \
+    --repeats "$PROBE_REPEATS" --count-kernels torch-compile,jax --json "$OUT/roofline.json"; fi
 step jax-warm-50 run jax-warm-50 --backends jax --epochs "$LONG" --no-probe --no-report
 step all-5 run all-5 --backends torch-reference,torch,torch-compile,jax --epochs "$SHORT" --no-probe
 for mode in default reduce-overhead max-autotune max-autotune-no-cudagraphs; do

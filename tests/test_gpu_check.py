@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import ROOT
 
 SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
-STEPS = ["probe", "full-50", "jax-warm-50", "all-5", "torch-compile-reduce-overhead-50",
+STEPS = ["probe", "full-50", "roofline", "jax-warm-50", "all-5", "torch-compile-reduce-overhead-50",
          "torch-compile-max-autotune-50", "torch-compile-max-autotune-no-cudagraphs-50", "bf16-5", "conv-3",
          "iwae", "parity", "resume", "check", "pytest-cuda", "calibrate-cuda"]
 DEFAULT = ["probe", "full-50", "jax-warm-50", "all-5", "parity", "check", "pytest-cuda"]
@@ -56,9 +56,10 @@ def test_cpu_dry_run(tmp_path, mnist):
     assert proc.returncode == 0, proc.stdout[-3000:] + summary
     done = steps(out)
     assert list(done) == STEPS
-    skipped = {"torch-compile-max-autotune-50", "torch-compile-max-autotune-no-cudagraphs-50", "calibrate-cuda"}
+    skipped = {"torch-compile-max-autotune-50", "torch-compile-max-autotune-no-cudagraphs-50", "calibrate-cuda",
+               "roofline"}
     assert all(s[0] == ("skipped" if name in skipped else "ok") for name, s in done.items()), done
-    assert done["calibrate-cuda"][4] == "GPU only"
+    assert done["calibrate-cuda"][4] == done["roofline"][4] == "GPU only"
     assert summary.startswith("# GPU check: every step run passed")
     assert "calibrate-cuda (GPU only)" in summary and "Over budget: none" in summary
     assert "| jax: warm compile s (jax-warm-50) |" in summary and "n/a on cpu" in summary
@@ -90,7 +91,7 @@ def test_failed_steps_do_not_stop_the_check(tmp_path):
     assert list(done) == STEPS
     needs = {"iwae", "check"}  # both read full-50, which failed
     skipped = needs | {"torch-compile-max-autotune-50", "torch-compile-max-autotune-no-cudagraphs-50",
-                       "calibrate-cuda"}
+                       "calibrate-cuda", "roofline"}
     assert all(s[0] == ("skipped" if name in skipped else "failed") for name, s in done.items()), done
     assert all(done[n][4] == "needs full-50, which did not pass" for n in needs)
     summary = (out / "summary.md").read_text()
@@ -102,7 +103,8 @@ def test_failed_steps_do_not_stop_the_check(tmp_path):
 
 def test_default_selection_budgets_and_verdicts(tmp_path):
     """The default selection: --full's steps skipped and said so; a step over its budget is stopped and the
-    next one starts; `check` exiting 3 (judged nothing) fails; the budgets of the default add up to 460 s."""
+    next one starts; `check` exiting 3 (judged nothing) fails; the budgets of the default add up to 460 s
+    (and the GPU-only roofline step's 60 s)."""
     fake = stand_in(tmp_path, '    case "$2 $3" in\n'
                               '        "harness probe") exec sleep 60 ;;\n'
                               '        "harness check") echo "not judged" >&2; exit 3 ;;\n'
@@ -123,7 +125,8 @@ def test_default_selection_budgets_and_verdicts(tmp_path):
         if name in DEFAULT:
             assert s[0] in ("ok", "failed", "over-budget"), (name, s)
         else:
-            assert s[0] == "skipped" and s[4] == ("GPU only" if name == "calibrate-cuda" else "--full only"), name
+            gpu_only = name in ("calibrate-cuda", "roofline")
+            assert s[0] == "skipped" and s[4] == ("GPU only" if gpu_only else "--full only"), name
     assert 30 + sum(int(done[n][3]) for n in DEFAULT if n != "probe") == 460  # probe's own budget is 30
     summary = (out / "summary.md").read_text()
     assert summary.startswith("# GPU check: FAILED: probe, check")
@@ -137,3 +140,31 @@ def test_usage_errors():
     assert proc.returncode == 2 and "usage" in proc.stderr and "--full" in proc.stderr
     proc = subprocess.run(["bash", str(SCRIPT), "/nonexistent-data", "/tmp/x"], capture_output=True, text=True)
     assert proc.returncode == 2 and "is not a folder" in proc.stderr
+
+
+def test_the_summary_shows_the_roofline_and_the_latency_floor(tmp_path):
+    """What the roofline step leaves on a GPU (roofline.json, hand-made here: it has never run) turns
+    into full-50's latency floor in summary.md, beside the run's roofline."""
+    import importlib.util
+
+    from harness.config import RunConfig
+    from harness.measurement import measure, results
+    from harness.measurement.results import BackendResult, EpochRecord, RunRecord
+    spec = importlib.util.spec_from_file_location("gpu_check_helpers", ROOT / "benchmarks" / "gpu_check.py")
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    config = RunConfig(backends=("jax",), device="cuda")
+    probe = {"peak_gflops": 50_000.0, "bandwidth_gbps": 4_000.0}
+    epochs = [EpochRecord(e, 120.0, {"test_loss": 110.0}, 0.05, 0.01, 1.2e6, 1e6, e * 0.05) for e in (1, 2, 3)]
+    r = BackendResult("jax", "cuda", 1, status="ok", epochs=epochs)
+    r.summary = measure.summarize([vars(e) for e in epochs], config, 0.5, probe, 60_000)
+    (tmp_path / "runs" / "full-50").mkdir(parents=True)
+    results.save(RunRecord(config, {}, [r], probe), tmp_path / "runs" / "full-50")
+    (tmp_path / "roofline.json").write_text(json.dumps({**probe, "kernel_seconds": 2e-6,
+                                                        "kernels_per_step": {"jax": 25.0}}))
+    helpers.summary(tmp_path, "cuda")
+    text = " ".join((tmp_path / "summary.md").read_text().split())
+    assert "- full-50: roofline of one mlp-vae epoch (469 steps, batch 128, float32)" in text
+    assert "- jax: 25.0 device operations per step (roofline step)" in text
+    assert ("latency floor (CUDA, shown apart): 469 steps x 25.0 kernels per step of jax x 2.00 us per kernel in "
+            "a replayed CUDA graph = 0.0234 s/epoch; jax trains an epoch in 0.05 s, 2.13x that") in text

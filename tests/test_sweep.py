@@ -229,6 +229,7 @@ def test_sweep_report(interrupted_then_resumed, tmp_path):
     path = write_sweep_report(out, tmp_path / "report")
     text = path.read_text()
     assert "## Summary" in text and "## `test_loss` against latent size" in text and "test_loss_sampled" in text
+    assert "## Roofline" in text and "| torch | cpu | 2 | 2 | not measured | not measured |" in text  # no probe
     for figure in (LOSS_FIGURE, THROUGHPUT_FIGURE, LATENT_FIGURE):
         assert (tmp_path / "report" / figure).stat().st_size > 1000
 

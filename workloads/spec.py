@@ -13,6 +13,16 @@ BCE + analytic KL. The engines (backends/) train any such model; only this folde
 
 Parameters travel between the harness and the frameworks in one neutral layout: PyTorch's state_dict
 names and shapes (Linear weights (out, in), Conv2d (out, in, kh, kw), ConvTranspose2d (in, out, kh, kw)).
+
+The work of one training step (the roofline's numerator, harness/measurement/roofline.py):
+- FLOPs (`Workload.step_flops`): the workload's forward and backward products for the batch
+  (`train_flops_per_sample` x batch, what torch's FlopCounterMode counts) plus Adam's update,
+  ADAM_FLOPS_PER_PARAM per parameter; activations, the loss and the KL are left out (a lower bound).
+- Bytes (`Workload.step_bytes`), the traffic no engine can avoid: every parameter and both Adam moments
+  read once and written once (float32 master state, in a bf16 run too), and the batch and its noise
+  read once. Gradients and activations are left out: a fully fused step can keep them on chip, so
+  counting them could put the bound above a real engine. `bandwidth_working_set` is the footprint of
+  that traffic, the size at which the probe measures the bandwidth these bytes are divided by.
 """
 from __future__ import annotations
 
@@ -22,6 +32,12 @@ from types import ModuleType
 from typing import Callable
 
 import numpy as np
+
+# torch.optim.Adam's update of one parameter (no weight decay, no amsgrad): m.lerp_(g, 1 - b1) 3,
+# v.mul_(b2).addcmul_(g, g) 4, sqrt(v) / bias correction + eps 3, p.addcdiv_(m, denom) 3.
+ADAM_FLOPS_PER_PARAM = 13
+STATE_TENSORS = 3  # params, Adam m, Adam v: each read and written once per step
+FLOAT32_BYTES = 4
 
 
 @dataclass(frozen=True)
@@ -61,6 +77,28 @@ class Workload:
     def module(self, part: str) -> ModuleType:
         """Import one file of the workload folder: "oracle", "torch_model" or "flax_model"."""
         return importlib.import_module(f"{self.package}.{part}")
+
+    def n_params(self, model) -> int:
+        """Number of trained parameters."""
+        return sum(int(np.prod(shape)) for shape in self.param_shapes(model).values())
+
+    def step_flops(self, model, batch: int) -> int:
+        """FLOPs of one training step on `batch` samples: products forward and backward, then Adam."""
+        return batch * self.train_flops_per_sample(model) + ADAM_FLOPS_PER_PARAM * self.n_params(model)
+
+    def step_bytes(self, model, batch: int) -> int:
+        """Bytes one training step must move: the state read and written, the batch and noise read."""
+        state = STATE_TENSORS * FLOAT32_BYTES * self.n_params(model)
+        return 2 * state + self._batch_bytes(model, batch)
+
+    def bandwidth_working_set(self, model, batch: int) -> int:
+        """Bytes the step's unavoidable traffic touches (the state once, the batch): the probe measures
+        bandwidth on a buffer this size, so the bytes see the memory level they would really live in."""
+        return STATE_TENSORS * FLOAT32_BYTES * self.n_params(model) + self._batch_bytes(model, batch)
+
+    @staticmethod
+    def _batch_bytes(model, batch: int) -> int:
+        return batch * (model.input_dim + model.latent_dim) * FLOAT32_BYTES
 
     def init_params(self, rng: np.random.Generator, model) -> dict[str, np.ndarray]:
         """Initial weights drawn from `rng` (seeded by harness/draws.py) with PyTorch's default rule

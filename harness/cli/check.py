@@ -35,7 +35,7 @@ def add_subcommands(sub) -> None:
     p.add_argument("--seed", type=int, default=None, help="default: the profile's seed")
     p.add_argument("--targets", type=Path, default=TARGETS_FILE)
     p.add_argument("--out", type=Path, default=None)
-    p.add_argument("--no-probe", action="store_true", help="skip the matmul peak / floor probe")
+    p.add_argument("--no-probe", action="store_true", help="skip the probe (the ceilings of the roofline)")
     p.add_argument("--from", dest="from_run", type=Path, default=None, metavar="RUN_DIR",
                    help="judge an existing run (every epoch up to the profile's last) instead of training")
     add_run_flags(p, default_epochs=None)
@@ -58,7 +58,7 @@ def add_subcommands(sub) -> None:
     p.add_argument("--epochs", type=positive_int, default=None,
                    help="create the profile if the targets file lacks it, with this many epochs (check seed 1)")
     p.add_argument("--out", type=Path, default=None)
-    p.add_argument("--no-probe", action="store_true", help="skip the matmul peak / floor probe")
+    p.add_argument("--no-probe", action="store_true", help="skip the probe (the ceilings of the roofline)")
     add_run_flags(p, default_epochs=None)
     p.set_defaults(func=cmd_calibrate, backends=None)
 

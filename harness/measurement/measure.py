@@ -5,7 +5,8 @@ Conventions (see README "Measurement"):
 - `compile_seconds` (warm-up of every shape) and the first epoch are reported apart;
 - steady state = the epochs after the first: median seconds per epoch with min and max;
 - time to target = compile + training + eval seconds until the workload's primary metric (`test_loss`
-  for the VAEs) first drops below the target.
+  for the VAEs) first drops below the target;
+- against the probe's ceilings: `x roofline` and MFU (harness.measurement.roofline).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from typing import Any
 
 from harness import __version__
 from harness.config import RunConfig
-from harness.measurement.floor import floor_seconds, peak_gflops
+from harness.measurement import roofline
 
 
 def throughput_basis(n_epochs: int) -> str:
@@ -73,12 +74,8 @@ def summarize(epochs: list[dict], config: RunConfig, compile_seconds: float | No
         "time_to_target_seconds": next(  # the primary metric is the workload's first
             (e["elapsed_seconds"] for e in epochs if next(iter(e["metrics"].values())) < config.target_loss), None),
     }
-    if probe:
-        if peak := peak_gflops(probe, config.precision):
-            out["fraction_of_peak"] = out["train_gflops_per_second"] / peak
-        floor = floor_seconds(probe, config.precision)
-        if floor and not config.train_limit:
-            out["floor_multiple"] = median / floor  # below 1 invalidates the floor: harness.measurement.floor.problem
+    if not config.ensemble:  # an ensemble's epoch is N seeds' work: the reports divide by its recorded size
+        out.update(roofline.figures(config, probe, out))  # x roofline, MFU, x torch products
     return out
 
 

@@ -8,8 +8,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from harness.execution import caches
-from harness.measurement import floor, measure
+from harness.measurement import measure, roofline
 from harness.measurement.results import BackendResult, RunRecord
+from harness.reporting.roofline_text import latency_line, roofline_line
 
 # Logs and CI have no terminal width; the results table needs more than rich's fallback of 80 columns.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
@@ -58,17 +59,19 @@ def _fmt(x, spec: str = ".2f", none: str = "-") -> str:
 
 
 def results_table(record: RunRecord) -> Table:
-    """The final table: losses, timings and speed-ups per backend."""
+    """The final table: losses, timings, speed-ups, x roofline and MFU per backend (the caption says why
+    when the roofline did not hold)."""
     ref = {r.device: r.summary.get("steady_seconds_per_epoch") for r in record.results
            if r.backend == "torch-reference" and r.summary}
-    invalid = floor.problem(record.results)
+    invalid = roofline.problem(record)
     metrics = record.config.model.spec().metrics
     table = Table(title=f"vae-bench results, {record.config.model.spec().name}, "
                         f"{record.config.precision} ("
-                        + "; ".join(f"{m.name}: {m.meaning}" for m in metrics) + ")", caption=invalid)
+                        + "; ".join(f"{m.name}: {m.meaning}" for m in metrics) + ")",
+                  caption=" ".join(filter(None, (invalid or roofline_line(record), latency_line(record)))))
     for col in ("backend", "device", "status", "epochs", "train_loss", *(m.name for m in metrics),
                 "compile s", "1st epoch s", "steady s/epoch (min-max)", "train samples/s",
-                "vs torch-reference", "x floor"):
+                "vs torch-reference", "x roofline", "MFU %"):
         table.add_column(col, justify="left" if col in ("backend", "device", "status") else "right")
     several = len({r.seed for r in record.results}) > 1
     for r in record.results:
@@ -78,12 +81,13 @@ def results_table(record: RunRecord) -> Table:
         base = ref.get(r.device)
         speedup = f"{base / s['steady_seconds_per_epoch']:.2f}x" if s and base else "-"
         status = r.status if r.status == "ok" else f"[red]{r.status}[/red]"
+        fig = roofline.figures(record.config, record.probe, s, roofline.members(r))
         table.add_row(f"{r.backend} (seed {r.seed})" if several else r.backend, r.device, status, str(len(r.epochs)),
                       _fmt(last and last.train_loss), *(_fmt(last and last.metrics.get(m.name)) for m in metrics),
                       caches.label(r.compile_seconds, r.compile_cache),
                       _fmt(r.first_epoch_seconds), steady,
                       _fmt(s.get("train_samples_per_second"), ",.0f"), speedup,
-                      floor.multiple_cell(s, invalid))
+                      roofline.multiple_cell(s, fig, invalid), roofline.mfu_cell(s, fig))
     return table
 
 

@@ -5,8 +5,8 @@ rebuilt at any time, on any machine with MNIST, without torch or jax. Several ru
 and a GPU run) merge into one report with one summary table per device.
 
 Sections, in the order a reader wants them: verdict, summary tables, loss curves, throughput,
-reconstructions and samples, probe, environment, the command that reproduces the run. This module
-writes the verdict and the run's context (probe, environment, reproduce) and assembles report.md; the
+reconstructions and samples, ceilings (the probe), environment, the command that reproduces the run. This
+module writes the verdict and the run's context (ceilings, environment, reproduce) and assembles report.md; the
 entries are harness/reporting/entries.py, the summary tables harness/reporting/summary_table.py, the
 figure sections harness/reporting/figure_sections.py.
 """
@@ -22,6 +22,7 @@ from harness.measurement.results import RunRecord
 from harness.reporting.entries import (REFERENCE_BACKEND, Entry, baseline, by_device, load_entries, one_line,
                                        steady_seconds)
 from harness.reporting.figure_sections import figure_sections
+from harness.reporting.roofline_text import ceilings_section
 from harness.reporting.summary_table import summary_frame
 from harness.reporting.summary_table import summary_section as _summary_section  # its name here before the split
 from harness.reporting.verdict_text import gap_table
@@ -121,11 +122,7 @@ def _environment_lines(record: RunRecord) -> dict[str, Any]:
 
 def _tail_sections(loaded: list[tuple[Path, RunRecord]], run_dirs: list[Path], out_dir: Path) -> list[str]:
     lines: list[str] = []
-    probes = [(d, rec.probe) for d, rec in loaded if rec.probe]
-    if probes:
-        lines += ["## Probe", "", "Matmul peak and per-epoch floor measured on this device before the run.", ""]
-        for d, probe in probes:
-            lines += [f"Run `{d}`:", "", *_kv_block(probe)]
+    lines += ceilings_section(loaded)  # the probe's ceilings, the roofline and how each was measured
     lines += ["## Environment", ""]
     for d, rec in loaded:
         lines += [f"Run `{d}`:", "", *_kv_block(_environment_lines(rec))]

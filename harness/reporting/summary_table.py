@@ -1,16 +1,17 @@
-"""The Summary section of report.md: one table per device, with speed-ups, floor and failure notes.
+"""The Summary section of report.md: one table per device, with speed-ups, x roofline, MFU and failure notes.
 
 `summary_frame` is the table itself (a pandas DataFrame of display strings); `summary_section` the
-markdown around it: what the columns mean, one table per device, the evaluation notes, invalid floors
-and the stderr tail of every backend that did not finish.
+markdown around it: what the columns mean, one table per device, each run's roofline, the evaluation
+notes, invalid rooflines and the stderr tail of every backend that did not finish.
 """
 from __future__ import annotations
 
 from harness.execution import caches
-from harness.measurement import floor, measure
+from harness.measurement import measure, roofline
 from harness.measurement.results import finite_epochs
 from harness.reporting import evaluation_report
 from harness.reporting.entries import REFERENCE_BACKEND, Entry, baseline, by_device, one_line, steady_seconds
+from harness.reporting.roofline_text import COLUMNS, latency_line, roofline_line
 
 MIB = 2.0**20
 
@@ -39,7 +40,7 @@ def summary_frame(group: list[Entry]):
         else:
             target = "-"
         rss, dev = r.memory.get("peak_rss_bytes"), r.memory.get("device_peak_bytes")
-        frac = s.get("fraction_of_peak")
+        fig = roofline.figures(e.record.config, e.record.probe, s, roofline.members(r))
         rows.append({
             "backend": r.backend if len({x.result.backend for x in group}) == len(group) else e.label,
             "status": r.status,
@@ -54,8 +55,9 @@ def summary_frame(group: list[Entry]):
             "time to target s": target,
             "peak RSS MiB": _fmt(rss and rss / MIB, ",.0f"),
             "device peak MiB": _fmt(dev and dev / MIB, ",.0f"),
-            "% of probed peak": _fmt(frac and 100 * frac, ".1f"),
-            "x floor": floor.multiple_cell(s, floor.problem(e.record.results)),
+            "x roofline": roofline.multiple_cell(s, fig, roofline.problem(e.record)),
+            "MFU %": roofline.mfu_cell(s, fig),
+            "x torch products": roofline.products_cell(fig),
         })
     frame = pd.DataFrame(rows)
     iwae = evaluation_report.iwae_column([e.result for e in group])
@@ -70,9 +72,7 @@ def summary_section(entries: list[Entry]) -> list[str]:
              " ".join(f"{m.name}: {m.meaning}." for m in metrics) + " Steady = epochs after the first: median seconds per epoch (min-max). Speed-ups divide "
              "the baseline's steady median by the backend's, on the same device; '-' when either is absent. "
              f"Time to target: seconds from the start of the job (compile included) until {metrics[0].name} first "
-             "fell below the target. '% of probed peak': training GFLOP/s over the probe's matmul peak; 'x floor': "
-             "steady s/epoch over the probe's per-epoch floor ('invalid' when a backend of the run came out below "
-             "it, see below). Compile s: the warm-up of every shape; '(cold)' when it compiled programs "
+             f"fell below the target. {COLUMNS} Compile s: the warm-up of every shape; '(cold)' when it compiled programs "
              "from scratch (empty caches, or --cold-compile), '(warm)' when every program came from the "
              "persistent compile cache. Memory: peak resident set of the backend's process "
              "and, on GPUs, peak device memory allocated.",
@@ -81,10 +81,13 @@ def summary_section(entries: list[Entry]) -> list[str]:
         lines += [f"### Device: {device}", "", summary_frame(group).to_markdown(index=False, disable_numparse=True),
                   ""]
     lines += evaluation_report.summary_notes([e.result for e in entries])  # when `harness evaluate` has run
-    invalid = {e.run_dir: floor.problem(e.record.results) for e in entries}
-    for run_dir, why in invalid.items():
-        if why:
-            lines += [f"**Floor invalid** (run `{run_dir}`): {why}.", ""]
+    runs = {e.run_dir: e.record for e in entries}
+    for run_dir, record in runs.items():
+        if why := roofline.problem(record):
+            lines += [f"**Roofline invalid** (run `{run_dir}`): {why}.", ""]
+        else:
+            lines += [f"Run `{run_dir}`: " + "; ".join(filter(None, (roofline_line(record), latency_line(record))))
+                      + ".", ""]
     failed = [e for e in entries if e.result.status != "ok"]
     if failed:
         lines += ["### Failures", ""]

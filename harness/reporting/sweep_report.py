@@ -20,6 +20,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from harness import atomic  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 from harness.measurement import measure, results, stats
+from harness.reporting.roofline_text import sweep_section as roofline_section
 from harness.sweeps.state import SweepState, load  # noqa: E402
 from harness.sweeps.summary import ci_triple, fmt_ci, metric_names  # noqa: E402
 
@@ -38,7 +39,7 @@ def write_sweep_report(sweep_dir: Path, out_dir: Path) -> Path:
     except OSError as exc:
         raise HarnessError(f"cannot write the report to {out_dir}: {exc.strerror or exc}") from None
     curves = epoch_table(state, sweep_dir)
-    parts = [_header(state), _summary_section(state), _comparison_section(state)]
+    parts = [_header(state), _summary_section(state), _comparison_section(state), roofline_section(state, sweep_dir)]
     if not curves.empty:
         _plot_loss_curves(curves, metric_names(state.spec), out_dir / LOSS_FIGURE)
         meanings = "; ".join(f"`{m.name}`: {m.meaning}" for m in state.spec.base.model.spec().metrics)

@@ -6,6 +6,13 @@ Decoder: Dense 7x7x32 (ReLU), ConvTranspose 64 (3x3, stride 2, ReLU), ConvTransp
 ReLU), ConvTranspose 1 (3x3, stride 1) to logits. Compute-bound on a GPU, where the MLP is
 launch-bound: together they measure both halves of a framework. Layer list, shapes and FLOP counts:
 oracle.py.
+
+Work per training step (workloads/spec.py): the convolutions and products of `train_flops_per_sample`
+(33,366,912 FLOPs per sample at latent 20) plus Adam's 13 FLOPs per parameter (181,193 parameters);
+bytes: the parameters and both Adam moments read and written and the batch and its noise read, as for
+the MLP. Activations are left out although the conv layers' are large: a fused step could keep a
+batch's on chip, and the bound must hold for every engine. At batch 128: 4,273,320,245 FLOPs and
+4,760,280 bytes, about 900 FLOPs per byte, so its roofline is the compute ceiling's.
 """
 from __future__ import annotations
 

@@ -2,6 +2,12 @@
 
 The default workload. Launch-bound on a GPU at this size: it measures how well a framework hides host
 overhead per step.
+
+Work per training step (workloads/spec.py): the 14 products of `train_products` (3,280,000 FLOPs per
+sample at the default sizes) plus Adam's 13 FLOPs per parameter (652,824 parameters); bytes: the
+parameters and both Adam moments read and written (24 bytes per parameter) and the batch and its noise
+read (4 x (784 + latent) bytes per sample). At batch 128 that is 428,326,712 FLOPs and 16,079,424
+bytes, about 27 FLOPs per byte (tests/test_roofline.py counts them).
 """
 from __future__ import annotations
 

@@ -32,7 +32,12 @@ GOALS = [
     ("jax-warm-50", "jax", "50-epoch job with a warm cache, s from start to finish", "< 5", lambda v: v < 5.0,
      ".1f"),
     ("full-50", "torch-compile", "cold compile s", "<= 15", lambda v: v <= 15.0, ".1f"),
+    ("ensemble-64", "jax", "64 seeds x 50 epochs with a warm cache, s from start to finish", "< 60",
+     lambda v: v < 60.0, ".1f"),
 ]
+# Seed-ensemble throughput (issue 25): engine, ensemble size, aggregate train samples/s at least, from
+# OUT/ensemble-scaling/scaling.json (benchmarks/ensemble_scaling.py).
+ENSEMBLE_GOALS = [("jax", 64, 8_000_000), ("torch-compile", 64, 6_000_000), ("torch", 64, 2_000_000)]
 
 
 def wait_epoch(run_dir: Path, timeout: float) -> int:
@@ -161,12 +166,27 @@ def goal_value(records: dict, steps: dict, run: str, backend: str, what: str) ->
     return float(step["seconds"]) if step and step["status"] == "ok" else None
 
 
-def goals_table(records: dict, steps: dict, device: str) -> list[str]:
+def ensemble_goal_rows(out: Path, device: str) -> list[str]:
+    """The ensemble throughput goals against the scaling benchmark's points (unmeasured without them)."""
+    path = out / "ensemble-scaling" / "scaling.json"
+    points = json.loads(path.read_text())["points"] if path.exists() else []
+    rows = []
+    for engine, members, target in ENSEMBLE_GOALS:
+        p = next((q for q in points if q["engine"] == engine and q["members"] == members and "skipped" not in q), None)
+        value = p["aggregate_samples_per_second"] if p else None
+        met = "unmeasured" if value is None else ("n/a on cpu" if device == "cpu" else ("yes" if value >= target else "NO"))
+        rows.append(f"| {engine}: ensemble of {members}, aggregate train samples/s (ensemble-scaling) | "
+                    f"{_fmt(value, ',.0f')} | >= {target:,} | {met} |")
+    return rows
+
+
+def goals_table(records: dict, steps: dict, device: str, out: Path) -> list[str]:
     lines = ["| goal | measured | target | met |", "|---|---|---|---|"]
     for run, backend, what, target, test, spec in GOALS:
         value = goal_value(records, steps, run, backend, what)
         met = "unmeasured" if value is None else ("n/a on cpu" if device == "cpu" else ("yes" if test(value) else "NO"))
         lines.append(f"| {backend}: {what} ({run}) | {_fmt(value, spec)} | {target} | {met} |")
+    lines += ensemble_goal_rows(out, device)
     problems = [p for p in (roofline.problem(rec) for rec in records.values()) if p]
     met = "n/a on cpu" if device == "cpu" else ("NO" if problems else "yes")
     lines.append(f"| no backend below the roofline (every run) | {len(problems)} run(s) below | none | {met} |")
@@ -211,8 +231,8 @@ def summary(out: Path, device: str) -> int:
                      f"{s['note'] or '-'} | {log} |")
     lines += ["", "## Figures (every run under runs/)", "", *figures_table(records), "",
               "## Where each job's wall time went (seconds)", "", *wall_table(records), "",
-              "## Goals of the GPU path (issues 14 and 27; H100/H200, float32, TF32 off)", "",
-              *goals_table(records, {s["name"]: s for s in steps}, device), ""]
+              "## Goals of the GPU path (issues 14, 25 and 27; H100/H200, float32, TF32 off)", "",
+              *goals_table(records, {s["name"]: s for s in steps}, device, out), ""]
     problems = [f"- {name}: {p}" for name, rec in records.items() if (p := roofline.problem(rec))]
     lines += ["## Roofline and latency floor", "", *problems, *roofline_section(out, records), ""]
     (out / "summary.md").write_text("\n".join(lines))

@@ -171,3 +171,14 @@ def test_the_tf32_ceilings_follow_the_precision():
     assert roofline.peak_gflops({**PROBE, "peak_gflops_tf32": 300.0}, "tf32") == 300.0
     assert roofline.peak_gflops(PROBE, "tf32") == 100.0  # CPU probes have no TF32 peak
     assert roofline.peak_gflops(None, "float32") is None
+
+
+def test_a_run_keeps_the_best_ceiling_of_its_two_probes():
+    """A busy moment in one probe must not lower a ceiling: the higher rate and the lower kernel cost win."""
+    from harness.measurement.roofline import best_ceilings
+    before = {"peak_gflops": 100.0, "bandwidth_gbps": 50.0, "kernel_seconds": 3e-6, "floor_seconds_per_epoch": 1.0}
+    after = {"peak_gflops": 150.0, "bandwidth_gbps": 40.0, "kernel_seconds": 2e-6, "floor_seconds_per_epoch": 0.5}
+    best = best_ceilings(before, after)
+    assert (best["peak_gflops"], best["bandwidth_gbps"], best["kernel_seconds"]) == (150.0, 50.0, 2e-6)
+    assert best["floor_seconds_per_epoch"] == 1.0 and best["ceiling_probes"] == 2  # the reference is the first's
+    assert best_ceilings(before, None) is before

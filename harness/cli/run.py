@@ -23,7 +23,7 @@ def add_subcommands(sub) -> None:
     p.add_argument("--out", type=Path, default=None, help="run folder (default runs/<time>)")
     p.add_argument("--resume", type=Path, default=None, metavar="DIR", help="continue an interrupted run")
     p.add_argument("--force", action="store_true", help="overwrite the run already in --out")
-    p.add_argument("--no-probe", action="store_true", help="skip the matmul peak / floor probe")
+    p.add_argument("--no-probe", action="store_true", help="skip the probe (the roofline's measured ceilings, before and after the jobs)")
     p.add_argument("--no-report", action="store_true", help="do not write report.md at the end")
     p.set_defaults(func=cmd_run)
 

@@ -168,3 +168,21 @@ def mfu_cell(summary: dict | None, fig: dict) -> str:
 def products_cell(fig: dict) -> str:
     """The 'x torch products' cell (the old floor, a reference only)."""
     return f"{fig['floor_multiple']:.2f}" if "floor_multiple" in fig else "-"
+
+
+CEILINGS = ("peak_gflops", "bandwidth_gbps", "bandwidth_working_set_gbps", "bandwidth_large_gbps")
+
+
+def best_ceilings(first: dict, second: dict | None) -> dict:
+    """`first` probe with each measured ceiling raised to `second`'s where that is higher (a probe before
+    and one after a run's jobs); `ceiling_probes` counts them."""
+    if not second:
+        return first
+    best = dict(first)
+    for key in CEILINGS:
+        if isinstance(second.get(key), (int, float)) and second[key] > (first.get(key) or 0):
+            best[key] = second[key]
+    if second.get("kernel_seconds") and second["kernel_seconds"] < (first.get("kernel_seconds") or float("inf")):
+        best["kernel_seconds"] = second["kernel_seconds"]  # a cost: the lower is the machine's best
+    best["ceiling_probes"] = 2
+    return best

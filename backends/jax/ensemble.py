@@ -1,7 +1,9 @@
 """The `jax` seed-ensemble engine: N members of one workload trained as ONE program (`--ensemble`).
 
-The programs are backends/jax/ensemble_programs.py (the single engine's step, vmapped over the members);
-this module places data and state on the device, compiles ahead of time and converts the state.
+The programs are backends/jax/ensemble_programs.py (the single engine's step, vmapped over the members)
+or, with the engine option `members=sequential` (auto: on the CPU), ensemble_sequential.py (the members
+one after another, each running the single engine's functions); this module places data and state on
+the device, compiles ahead of time and converts the state.
 
 * Member i walks train_x[perms[i]] in batches of 128 (the partial batch kept) with its own noise, from its
   own initial params, with its own Adam state (step count included): exactly its single-seed run.
@@ -24,16 +26,18 @@ import numpy as np
 import optax
 
 from backends.base import Metrics, Noise, per_sample
-from backends.jax import EPOCHS as JAX_EPOCHS
+from backends.jax import EPOCHS as JAX_EPOCHS, MEMBERS
 from backends.jax.engine import epoch_arrangement, resolve_device
 from backends.jax.ensemble_programs import ensemble_programs
+from backends.jax.ensemble_sequential import member_arrangement, sequential_programs
 from backends.jax.programs import flax_model, make_adam
 from harness.config import RunConfig
 from harness.errors import HarnessError
 
 
 class JaxEnsemble:
-    """`jax --ensemble`: the jax engine's step vmapped over N members, one jitted lax.scan epoch, donated state."""
+    """`jax --ensemble`: the jax engine's step over N members (vmapped, or one member after another), one
+    jitted program per epoch, donated state."""
 
     name = "jax"
     epoch = "scan"  # set per run in setup() (engine option `epoch`)
@@ -47,8 +51,11 @@ class JaxEnsemble:
         self.m, self.size, self.source = config.model, len(params), config.noise
         self.device = resolve_device(config.device)
         self.n, self.n_test = train_x.shape[0], test_x.shape[0]
-        self.epoch = epoch_arrangement(config.options(self.name).get("epoch", JAX_EPOCHS[0]), self.device, self.m)
-        self.fn = ensemble_programs(self.m, make_adam, config.precision)
+        options = config.options(self.name)
+        self.epoch = epoch_arrangement(options.get("epoch", JAX_EPOCHS[0]), self.device, self.m)
+        members = member_arrangement(options.get("members", MEMBERS[0]), self.device.platform)
+        self.fn = (sequential_programs if members == "sequential" else ensemble_programs)(
+            self.m, make_adam, config.precision)
         self._exe: dict[tuple, jax.stages.Compiled] = {}
         self.train_x, self.test_x = self._put(train_x), self._put(test_x)
         self.set_state([{**p, **{f"adam.{mv}.{k}": np.zeros_like(v) for k, v in p.items() for mv in "mv"},
@@ -78,11 +85,13 @@ class JaxEnsemble:
         if self.epoch == "scan":
             self.state, totals = self._program(("epoch", kind))(self.state, self.train_x, perms_d, noise_in)
         else:
-            totals, start = self._put(np.zeros(self.size, np.float32)), 0
-            for size in self.m.batch_sizes(self.n):
-                self.state, totals = self._program(("batch", kind, size))(
-                    self.state, totals, self.train_x, perms_d, noise_in, self._put(np.int32(start)))
-                start += size
+            totals = self._put(np.zeros(self.size, np.float32))
+            for member in self._members():  # sequential: member by member, each through its epoch
+                start = 0
+                for size in self.m.batch_sizes(self.n):
+                    self.state, totals = self._program(("batch", kind, size))(
+                        self.state, totals, self.train_x, perms_d, noise_in, self._put(np.int32(start)), *member)
+                    start += size
         return np.asarray(jax.device_get(totals), np.float64) / self.n
 
     def evaluate(self, noises: list[Noise]) -> list[Metrics]:
@@ -95,8 +104,14 @@ class JaxEnsemble:
         if np.shape(x)[0] != self.size or np.shape(eps)[0] != self.size:
             raise HarnessError(f"lockstep batches for {np.shape(x)[0]} members, noise for {np.shape(eps)[0]}; "
                                f"the ensemble has {self.size}")
-        self.state, losses = self.fn.step(self.state, self._put(x), self._put(eps))
-        return np.asarray(jax.device_get(losses), np.float64)
+        if self.fn.members == "vmap":
+            self.state, losses = self.fn.step(self.state, self._put(x), self._put(eps))
+            return np.asarray(jax.device_get(losses), np.float64)
+        out = []
+        for (i,), xi, ei in zip(self._members(), x, eps):
+            self.state, loss = self.fn.step(self.state, i, self._put(xi), self._put(ei))
+            out.append(loss)
+        return np.asarray(jax.device_get(out), np.float64)
 
     def get_state(self) -> list[dict[str, np.ndarray]]:
         params, (adam, *_) = jax.device_get(self.state)
@@ -129,13 +144,22 @@ class JaxEnsemble:
 
     def describe(self) -> dict[str, str]:
         """How this ensemble executes, for the record (backend_info)."""
-        vmapped = f"the jax engine's step vmapped over the {self.size} members (jax.vmap over stacked params, " \
+        members = self.fn.members
+        if members == "vmap":
+            how = f"the jax engine's step vmapped over the {self.size} members (jax.vmap over stacked params, " \
                   "Adam state, batches and noise; nnx.merge inside the trace)"
-        step = {"scan": ("vmap-jit-scan-epoch", f"{vmapped}; one jitted, AOT-compiled program per epoch: lax.scan "
-                                                "over the full batches, then the partial batch; state donated"),
-                "loop": ("vmap-jit-step-loop", f"{vmapped}; a Python loop over the batches, one jitted, AOT-compiled "
-                                               "step per batch size; state and loss totals donated")}[self.epoch]
-        return {"arrangement": step[0], "step": step[1], "optimizer": "optax.adam, one state per member (vmapped)",
+        else:
+            how = f"the {self.size} members one after another, each running the jax engine's own functions on " \
+                  "its slice of the stacked params and Adam state"
+        step = {"scan": ("jit-scan-epoch", f"{how}; one jitted, AOT-compiled program per epoch: " + (
+                    "lax.scan over the full batches, then the partial batch" if members == "vmap" else
+                    "lax.fori_loop over the members of the jax engine's epoch (lax.scan over the batches)") +
+                    "; state donated"),
+                "loop": ("jit-step-loop", f"{how}; a Python loop over the batches" + (
+                    "" if members == "vmap" else " of each member in turn") + ", one jitted, AOT-compiled "
+                    "step per batch size; state and loss totals donated")}[self.epoch]
+        return {"arrangement": f"{members}-{step[0]}", "members": f"{members}-members", "step": step[1],
+                "optimizer": f"optax.adam, one state per member ({'vmapped' if members == 'vmap' else 'in turn'})",
                 "eval": "jitted, AOT-compiled; lax.map over the members", "ensemble_size": str(self.size),
                 "noise": {"counter": "counter noise generated inside the programs from (seed, epoch)",
                           "framework": "jax.random.normal per member seed, vmapped"}.get(
@@ -190,8 +214,16 @@ class JaxEnsemble:
         if what == "epoch":
             return self.fn.epoch[arg].lower(self.state, self.train_x, perms, noise)
         totals = self._spec((self.size,), jnp.float32)
+        member = (self._spec((), jnp.int32),) if self.fn.members == "sequential" else ()
         return self.fn.batch_step[arg].lower(self.state, totals, self.train_x, perms, noise,
-                                             self._spec((), jnp.int32), key[2])
+                                             self._spec((), jnp.int32), key[2], *member)
+
+    def _members(self) -> list[tuple]:
+        """The member arguments of one pass of the member steps: [()] (vmap: all at once), or each
+        member's index on the device (sequential)."""
+        if self.fn.members == "vmap":
+            return [()]
+        return [(self._put(np.int32(i)),) for i in range(self.size)]
 
     def _put(self, a) -> jax.Array:
         """NumPy -> this engine's device; floats become float32 whatever the caller passed."""

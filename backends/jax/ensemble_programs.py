@@ -8,9 +8,9 @@ nothing mixes members (every loss and gradient is per member, Adam is elementwis
 turns NaN leaves the others alone. For a conv workload, per-member kernels under vmap become one
 grouped convolution (jax#26568).
 
-The arrangement is meant for GPUs. On XLA:CPU it costs more per member than the single engine: the
-optimized HLO of the vmapped step carries a transpose of every kernel gradient (batched dots) that the
-single step's does not, and its grouped convolutions take a slow path.
+The arrangement is meant for GPUs (engine option `members=vmap`, auto off the CPU). On XLA:CPU it costs
+more per member than the single engine (batched dots; grouped convolutions take a slow path), so there
+the members run one after another instead: ensemble_sequential.py.
 
 The noise of a pass reaches a program in one of two forms ("kind"):
 * "array": (N, n, latent) float32 on the device (the harness's arrays, or jax's own draws made by `noise`);
@@ -42,6 +42,9 @@ class EnsemblePrograms:
     evaluate: dict[str, Callable]    # kind -> (params, test_x, noise_in) -> ((N,) sums at z = mu, (N,) at sampled z)
     step: Callable                   # (state, x (N, B, D), eps (N, B, L)) -> (state, (N,) losses); state donated
     noise: Callable                  # (seeds (N,) int32, n) -> jax's own draws (N, n, L), `--noise framework`
+    # "vmap", or "sequential" (ensemble_sequential.py: batch_step and step then take a member index and
+    # step that one member: step (state, i, x (B, D), eps (B, L)) -> (state, its loss))
+    members: str = "vmap"
 
 
 @functools.cache

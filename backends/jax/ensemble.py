@@ -71,6 +71,8 @@ class JaxEnsemble:
         else:
             for size in set(self.m.batch_sizes(self.n)):
                 self._program(("batch", kind, size))
+            for key in (("split",), ("stack",)) if self.fn.members == "sequential" else ():
+                self._program(key)
         self._program(("eval", kind))
         if self.source == "framework":
             for n in {self.n, self.n_test}:
@@ -85,13 +87,7 @@ class JaxEnsemble:
         if self.epoch == "scan":
             self.state, totals = self._program(("epoch", kind))(self.state, self.train_x, perms_d, noise_in)
         else:
-            totals = self._put(np.zeros(self.size, np.float32))
-            for member in self._members():  # sequential: member by member, each through its epoch
-                start = 0
-                for size in self.m.batch_sizes(self.n):
-                    self.state, totals = self._program(("batch", kind, size))(
-                        self.state, totals, self.train_x, perms_d, noise_in, self._put(np.int32(start)), *member)
-                    start += size
+            totals = self._loop_epoch(kind, perms_d, noise_in)
         return np.asarray(jax.device_get(totals), np.float64) / self.n
 
     def evaluate(self, noises: list[Noise]) -> list[Metrics]:
@@ -106,12 +102,9 @@ class JaxEnsemble:
                                f"the ensemble has {self.size}")
         if self.fn.members == "vmap":
             self.state, losses = self.fn.step(self.state, self._put(x), self._put(eps))
-            return np.asarray(jax.device_get(losses), np.float64)
-        out = []
-        for (i,), xi, ei in zip(self._members(), x, eps):
-            self.state, loss = self.fn.step(self.state, i, self._put(xi), self._put(ei))
-            out.append(loss)
-        return np.asarray(jax.device_get(out), np.float64)
+        else:
+            losses = self._each_member(lambda i, member: self.fn.step(member, self._put(x[i]), self._put(eps[i])))
+        return np.asarray(jax.device_get(losses), np.float64)
 
     def get_state(self) -> list[dict[str, np.ndarray]]:
         params, (adam, *_) = jax.device_get(self.state)
@@ -144,21 +137,9 @@ class JaxEnsemble:
 
     def describe(self) -> dict[str, str]:
         """How this ensemble executes, for the record (backend_info)."""
-        members = self.fn.members
-        if members == "vmap":
-            how = f"the jax engine's step vmapped over the {self.size} members (jax.vmap over stacked params, " \
-                  "Adam state, batches and noise; nnx.merge inside the trace)"
-        else:
-            how = f"the {self.size} members one after another, each running the jax engine's own functions on " \
-                  "its slice of the stacked params and Adam state"
-        step = {"scan": ("jit-scan-epoch", f"{how}; one jitted, AOT-compiled program per epoch: " + (
-                    "lax.scan over the full batches, then the partial batch" if members == "vmap" else
-                    "lax.fori_loop over the members of the jax engine's epoch (lax.scan over the batches)") +
-                    "; state donated"),
-                "loop": ("jit-step-loop", f"{how}; a Python loop over the batches" + (
-                    "" if members == "vmap" else " of each member in turn") + ", one jitted, AOT-compiled "
-                    "step per batch size; state and loss totals donated")}[self.epoch]
-        return {"arrangement": f"{members}-{step[0]}", "members": f"{members}-members", "step": step[1],
+        members, name = self.fn.members, {"scan": "jit-scan-epoch", "loop": "jit-step-loop"}[self.epoch]
+        return {"arrangement": f"{members}-{name}", "members": f"{members}-members",
+                "step": self.fn.describe[self.epoch].format(size=self.size),
                 "optimizer": f"optax.adam, one state per member ({'vmapped' if members == 'vmap' else 'in turn'})",
                 "eval": "jitted, AOT-compiled; lax.map over the members", "ensemble_size": str(self.size),
                 "noise": {"counter": "counter noise generated inside the programs from (seed, epoch)",
@@ -195,13 +176,15 @@ class JaxEnsemble:
         return "array", self._program(("noise", n))(self._put(np.array([z.seed for z in noises], np.int32)))
 
     def _program(self, key: tuple) -> jax.stages.Compiled:
-        """The AOT-compiled executable of `key` (("epoch", kind), ("batch", kind, size), ("eval", kind) or
-        ("noise", n)), compiled on first use."""
+        """The AOT-compiled executable of `key` (("epoch", kind), ("batch", kind, size), ("eval", kind),
+        ("noise", n), or sequential's ("split",) and ("stack",)), compiled on first use."""
         if key not in self._exe:
             self._exe[key] = self._lower(key).compile()
         return self._exe[key]
 
     def _lower(self, key: tuple) -> jax.stages.Lowered:
+        if key in (("split",), ("stack",)):
+            return self.fn.split.lower(self.state) if key[0] == "split" else self.fn.stack.lower(self._members_spec())
         what, arg = key[0], key[1]
         if what == "noise":
             return self.fn.noise.lower(self._spec((self.size,), jnp.int32), arg)
@@ -213,17 +196,41 @@ class JaxEnsemble:
         perms = self._spec((self.size, self.n), jnp.int32)
         if what == "epoch":
             return self.fn.epoch[arg].lower(self.state, self.train_x, perms, noise)
-        totals = self._spec((self.size,), jnp.float32)
-        member = (self._spec((), jnp.int32),) if self.fn.members == "sequential" else ()
-        return self.fn.batch_step[arg].lower(self.state, totals, self.train_x, perms, noise,
-                                             self._spec((), jnp.int32), key[2], *member)
-
-    def _members(self) -> list[tuple]:
-        """The member arguments of one pass of the member steps: [()] (vmap: all at once), or each
-        member's index on the device (sequential)."""
+        index = self._spec((), jnp.int32)
         if self.fn.members == "vmap":
-            return [()]
-        return [(self._put(np.int32(i)),) for i in range(self.size)]
+            return self.fn.batch_step[arg].lower(self.state, self._spec((self.size,), jnp.float32), self.train_x,
+                                                 perms, noise, index, key[2])
+        return self.fn.batch_step[arg].lower(self._members_spec()[0], self._spec((), jnp.float32), self.train_x,
+                                             perms, noise, index, key[2], index)
+
+    def _loop_epoch(self, kind: str, perms_d: jax.Array, noise_in) -> object:
+        """epoch=loop: the batch steps in a Python loop (sequential: each member's in turn); the loss totals."""
+        sizes = self.m.batch_sizes(self.n)
+        batches = [(self._program(("batch", kind, size)), self._put(np.int32(sum(sizes[:j]))))
+                   for j, size in enumerate(sizes)]
+
+        def steps(state, total, *member):  # the batch steps of the whole ensemble, or of member i
+            for program, start in batches:
+                state, total = program(state, total, self.train_x, perms_d, noise_in, start, *member)
+            return state, total
+        if self.fn.members == "vmap":
+            self.state, totals = steps(self.state, self._put(np.zeros(self.size, np.float32)))
+            return totals
+        return self._each_member(lambda i, member: steps(member, self._put(np.float32(0)), self._put(np.int32(i))))
+
+    def _each_member(self, step) -> list:
+        """members=sequential: split the state into its members, member i = step(i, member i) (returning
+        (member, result)) in turn, stack them back; the results."""
+        members, results = list(self._program(("split",))(self.state)), []
+        for i in range(self.size):
+            members[i], result = step(i, members[i])
+            results.append(result)
+        self.state = self._program(("stack",))(tuple(members))
+        return results
+
+    def _members_spec(self) -> tuple:
+        """The shapes of the split members' states, on this engine's device."""
+        return jax.tree.map(lambda a: self._spec(a.shape, a.dtype), jax.eval_shape(self.fn.split, self.state))
 
     def _put(self, a) -> jax.Array:
         """NumPy -> this engine's device; floats become float32 whatever the caller passed."""

@@ -19,6 +19,7 @@ The noise of a pass reaches a program in one of two forms ("kind"):
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,12 @@ from backends.jax.programs import functions
 from harness.config import ModelConfig
 
 KINDS = ("array", "counter")
+_VMAPPED = ("the jax engine's step vmapped over the {size} members (jax.vmap over stacked params, Adam state, "
+            "batches and noise; nnx.merge inside the trace); ")
+DESCRIBE = {"scan": _VMAPPED + "one jitted, AOT-compiled program per epoch: lax.scan over the full batches, "
+                               "then the partial batch; state donated",
+            "loop": _VMAPPED + "a Python loop over the batches, one jitted, AOT-compiled step per batch size; "
+                               "state and loss totals donated"}
 
 
 @dataclass(frozen=True)
@@ -42,9 +49,12 @@ class EnsemblePrograms:
     evaluate: dict[str, Callable]    # kind -> (params, test_x, noise_in) -> ((N,) sums at z = mu, (N,) at sampled z)
     step: Callable                   # (state, x (N, B, D), eps (N, B, L)) -> (state, (N,) losses); state donated
     noise: Callable                  # (seeds (N,) int32, n) -> jax's own draws (N, n, L), `--noise framework`
-    # "vmap", or "sequential" (ensemble_sequential.py: batch_step and step then take a member index and
-    # step that one member: step (state, i, x (B, D), eps (B, L)) -> (state, its loss))
+    # "vmap", or "sequential" (ensemble_sequential.py), where batch_step and step work on ONE member's state,
+    # split off the stacked state (and stacked back) by these two: state -> (N member states), and back
     members: str = "vmap"
+    describe: dict[str, str] = dataclasses.field(default_factory=lambda: DESCRIBE)  # epoch option -> the step, {size}
+    split: Callable | None = None
+    stack: Callable | None = None
 
 
 @functools.cache

@@ -12,13 +12,12 @@ per-member HLO as a single-seed run (tests/test_jax_ensemble.py), nothing mixing
   buffers and copy the whole state each epoch). Counter noise is generated inside, one member's epoch
   at a time.
 * epoch=loop (the conv workload on the CPU, whose convolutions XLA:CPU runs slowly inside a loop body)
-  and the lockstep step: a jitted member step whose member index is an argument; it updates that
-  member's slice of the donated stacked state in place, and the engine calls it member by member, so
-  no convolution sits inside a loop body.
+  and the lockstep step: the stacked state is split into its members once (`split`), each member takes
+  its batches in turn through a jitted step on its own donated state (`batch_step`, which picks its
+  permutation rows and noise by member index; lockstep: the single engine's own step), and the members
+  are stacked back (`stack`). (A step updating its member's slice of the whole stacked state copies
+  that state on every call.)
 * evaluation and jax's own noise draws are the vmap arrangement's (ensemble_programs.py).
-
-The programs take the vmap arrangement's arguments (EnsemblePrograms), plus the member index (an int32
-scalar, after the static batch size) for the member steps.
 """
 from __future__ import annotations
 
@@ -35,6 +34,14 @@ from backends.jax.ensemble_programs import KINDS, EnsemblePrograms, ensemble_pro
 from backends.jax.programs import functions, programs
 from harness.config import ModelConfig
 from harness.errors import HarnessError
+
+_IN_TURN = ("the {size} members one after another, each running the jax engine's own functions on its slice "
+            "of the stacked params and Adam state; ")
+DESCRIBE = {"scan": _IN_TURN + "one jitted, AOT-compiled program per epoch: lax.fori_loop over the members of the "
+                               "jax engine's epoch (lax.scan over the batches); state donated",
+            "loop": _IN_TURN + "the state split into its members, each member's batches in a Python loop, one "
+                               "jitted, AOT-compiled step per batch size (member state and loss total donated), "
+                               "the members stacked back"}
 
 
 def member_arrangement(option: str, platform: str) -> str:
@@ -54,7 +61,7 @@ def _member(tree, i):
 
 
 def _with_member(tree, i, value):
-    """The stacked pytree with member i replaced by `value` (in place when the stack is donated)."""
+    """The stacked pytree with member i replaced by `value` (in place in a loop carrying the stack)."""
     return jax.tree.map(lambda a, v: jax.lax.dynamic_update_index_in_dim(a, v, i, 0), tree, value)
 
 
@@ -63,7 +70,7 @@ def sequential_programs(m: ModelConfig, make_optimizer: Callable[[ModelConfig], 
                         precision: str = "float32") -> EnsemblePrograms:
     """The sequential-members programs for `m` (arguments as programs.functions)."""
     f = functions(m, make_optimizer, precision)
-    single_epoch = programs(m, make_optimizer, precision).epoch  # jitted; inlined (donation ignored) when traced
+    single = programs(m, make_optimizer, precision)  # jitted; inlined (donation ignored) when traced
 
     def epoch(kind: str, state, train_x, perms, noise_in):
         n = perms.shape[1]
@@ -72,27 +79,29 @@ def sequential_programs(m: ModelConfig, make_optimizer: Callable[[ModelConfig], 
             state, totals = carry
             member_noise = _member(noise_in, i)
             eps = member_noise if kind == "array" else f.counter_noise(*member_noise, 0, n)
-            member_state, total = single_epoch(_member(state, i), train_x, _member(perms, i), eps)
+            member_state, total = single.epoch(_member(state, i), train_x, _member(perms, i), eps)
             return _with_member(state, i, member_state), totals.at[i].set(total)
         return jax.lax.fori_loop(0, perms.shape[0], member, (state, jnp.zeros(perms.shape[0], jnp.float32)))
 
-    def member_step(state, i, x, eps):
-        member_state, loss = f.step(_member(state, i), x, eps)
-        return _with_member(state, i, member_state), loss
+    def split(state):
+        return tuple(_member(state, i) for i in range(jax.tree.leaves(state)[0].shape[0]))
 
-    def batch_step(kind: str, state, totals, train_x, perms, noise_in, start, size: int, i):
+    def stack(members):
+        return jax.tree.map(lambda *a: jnp.stack(a), *members)
+
+    def batch_step(kind: str, member_state, total, train_x, perms, noise_in, start, size: int, i):
         rows = jax.lax.dynamic_slice_in_dim(_member(perms, i), start, size)  # member i's batch
         member_noise = _member(noise_in, i)
         eps = (jax.lax.dynamic_slice_in_dim(member_noise, start, size) if kind == "array"
                else f.counter_noise(*member_noise, start, size))
-        state, loss = member_step(state, i, jnp.take(train_x, rows, axis=0), eps)
-        return state, totals.at[i].add(loss)
+        member_state, loss = f.step(member_state, jnp.take(train_x, rows, axis=0), eps)
+        return member_state, total + loss
 
     return dataclasses.replace(
         ensemble_programs(m, make_optimizer, precision),
         epoch={k: jax.jit(functools.partial(epoch, k), donate_argnums=0) for k in KINDS},
         batch_step={k: jax.jit(functools.partial(batch_step, k), donate_argnums=(0, 1), static_argnums=6)
                     for k in KINDS},
-        step=jax.jit(member_step, donate_argnums=0),
-        members="sequential",
+        step=single.step,  # the single engine's: (member state, x, eps) -> (member state, loss), donated
+        members="sequential", split=jax.jit(split), stack=jax.jit(stack), describe=DESCRIBE,
     )

@@ -1,6 +1,7 @@
 """The jax seed ensemble (backends/jax/ensemble.py): each member is its own single-seed run of the jax
 engine (same initial params, permutation and noise give the same numbers), for every noise source and
 the conv workload; a NaN member leaves the others alone; state round trip; nothing compiles after warmup.
+Each in both member arrangements (engine option `members`: vmap, and sequential, the CPU's default).
 
 Real MNIST, 300 training samples (2 * 128 + 44: the kept partial batch is exercised) and 100 test samples.
 Parameter gaps are oracle.compare's metric (rms of the difference over rms of the single run, per tensor;
@@ -31,6 +32,8 @@ from harness.verification import oracle  # noqa: E402
 N_TRAIN, N_TEST = 300, 100
 SEEDS = (1, 2, 3)
 MLP, CONV = ModelConfig(), ModelConfig(workload="conv-vae")
+MEMBERS = ("vmap", "sequential")
+each_arrangement = pytest.mark.parametrize("members", MEMBERS)
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +41,9 @@ def data(mnist) -> tuple[np.ndarray, np.ndarray]:
     return mnist.train_x[:N_TRAIN], mnist.test_x[:N_TEST]
 
 
-def config(source: str = "harness", m: ModelConfig = MLP, epoch: str = "auto") -> RunConfig:
+def config(source: str = "harness", m: ModelConfig = MLP, epoch: str = "auto", members: str = "auto") -> RunConfig:
     return RunConfig(train_limit=N_TRAIN, test_limit=N_TEST, noise=source, model=m,
-                     engine_options={"jax": {"epoch": epoch}})
+                     engine_options={"jax": {"epoch": epoch, "members": members}})
 
 
 def single(data, seed: int, source: str = "harness", m: ModelConfig = MLP, epoch: str = "auto") -> JaxBackend:
@@ -49,9 +52,10 @@ def single(data, seed: int, source: str = "harness", m: ModelConfig = MLP, epoch
     return b
 
 
-def ensemble(data, seeds=SEEDS, source: str = "harness", m: ModelConfig = MLP, epoch: str = "auto") -> JaxEnsemble:
+def ensemble(data, seeds=SEEDS, source: str = "harness", m: ModelConfig = MLP, epoch: str = "auto",
+             members: str = "auto") -> JaxEnsemble:
     e = JaxEnsemble()
-    e.setup([init_params(s, m) for s in seeds], data[0], data[1], config(source, m, epoch))
+    e.setup([init_params(s, m) for s in seeds], data[0], data[1], config(source, m, epoch, members))
     return e
 
 
@@ -113,21 +117,29 @@ def count_compiles():
 def test_the_registry_names_this_class_and_it_is_an_ensemble_backend(data):
     module, _, cls = backends.jax.ENGINE.ensemble.partition(":")
     assert (module, cls) == (JaxEnsemble.__module__, JaxEnsemble.__name__)
+    assert backends.jax.ENGINE.options["members"] == ("auto", *MEMBERS)
     e = ensemble(data)
     assert isinstance(e, EnsembleBackend) and e.name == "jax"
-    info = e.describe()
-    assert info["arrangement"] == "vmap-jit-scan-epoch" and info["ensemble_size"] == "3" and "vmap" in info["step"]
+    info = e.describe()  # auto: sequential on the CPU
+    assert info["arrangement"] == "sequential-jit-scan-epoch" and info["members"] == "sequential-members"
+    assert info["ensemble_size"] == "3" and "lax.fori_loop over the members" in info["step"]
+    info = ensemble(data, members="vmap").describe()
+    assert info["arrangement"] == "vmap-jit-scan-epoch" and info["members"] == "vmap-members" and "vmap" in info["step"]
     assert e.device_memory() == {}
+    with pytest.raises(HarnessError, match="jax members 'both'"):
+        ensemble(data, members="both")
+    single(data, 1).setup(init_params(1, MLP), data[0], data[1], config(members="sequential"))  # ignored there
 
 
-def test_each_member_equals_its_single_seed_run(data):
+@each_arrangement
+def test_each_member_equals_its_single_seed_run(data, members):
     """Member i of 3 = the single engine from init_params(i), epoch_permutation(i, .) and pass_noise(i, .):
     3 lockstep steps (losses, then params and Adam state), then from a fresh start epoch 1's train loss,
     the evaluation and the state. Measured by this test (CPU): lockstep losses within 7.9e-8 (relative),
     parameter gap 1.6e-7; epoch loss equal, metrics within 7.7e-8, parameter gap 1.2e-7. Bounds: 1e-6
     for losses and metrics, 10x the measured gap for the params."""
     x, eps = data[0], [noise("harness", s, 1).eps for s in SEEDS]
-    e, singles = ensemble(data), [single(data, s) for s in SEEDS]
+    e, singles = ensemble(data, members=members), [single(data, s) for s in SEEDS]
     order = perms(SEEDS, 1)
     gaps, step_gaps = [], []
     for j in range(3):
@@ -137,7 +149,7 @@ def test_each_member_equals_its_single_seed_run(data):
         assert losses.shape == (3,) and losses.dtype == np.float64
         step_gaps += [rel(a, b) for a, b in zip(losses, expected)]
     lockstep = max(param_gap(b.get_state(), s) for b, s in zip(singles, e.get_state()))
-    e, singles = ensemble(data), [single(data, s) for s in SEEDS]
+    e, singles = ensemble(data, members=members), [single(data, s) for s in SEEDS]
     losses, metrics = run_pass(e, SEEDS, "harness")
     for i, (b, seed) in enumerate(zip(singles, SEEDS)):
         (loss,), (metric,) = run_pass(b, (seed,), "harness")
@@ -150,24 +162,26 @@ def test_each_member_equals_its_single_seed_run(data):
     assert len({round(v, 3) for v in losses}) == 3  # the members differ (the comparison is not vacuous)
 
 
-def test_an_ensemble_of_one_is_the_single_engine(data):
-    """Size 1 is still vmapped (a batch axis of 1), so not the same program. Measured by this test (CPU):
+@each_arrangement
+def test_an_ensemble_of_one_is_the_single_engine(data, members):
+    """Size 1 is still vmapped (a batch axis of 1), or sliced out of a stack of 1, so not the same program. Measured by this test (CPU):
     loss and metrics equal, parameter gap 1.5e-7 (bounds: 1e-6, 1e-6, 1.5e-6)."""
-    (loss,), (metric,) = run_pass(e := ensemble(data, (5,)), (5,), "harness")
+    (loss,), (metric,) = run_pass(e := ensemble(data, (5,), members=members), (5,), "harness")
     (expected,), (expected_metric,) = run_pass(b := single(data, 5), (5,), "harness")
     gaps = rel(loss, expected), metric_gap(expected_metric, metric), param_gap(b.get_state(), e.get_state()[0])
     print(f"\nsize-1 gaps (loss, metrics, params) {gaps}")
     assert gaps[0] <= 1e-6 and gaps[1] <= 1e-6 and gaps[2] <= 1.5e-6
 
 
+@each_arrangement
 @pytest.mark.parametrize("source", ["harness", "counter", "framework"])
-def test_no_compile_after_warmup_and_members_match_for_every_noise_source(data, source):
+def test_no_compile_after_warmup_and_members_match_for_every_noise_source(data, source, members):
     """For each noise source, ensemble and single engine compile nothing after warmup (two epochs, the
     evaluation, the state), and members equal their single-seed runs. Measured by this test (CPU): losses
     and metrics equal, parameter gaps after two epochs 1.31e-7 (harness), 1.30e-7 (counter), 1.43e-7
     (framework); bounds 1e-6 for losses and metrics, 2e-6 for params."""
     seeds = SEEDS[:2]
-    e, singles = ensemble(data, seeds, source), [single(data, s, source) for s in seeds]
+    e, singles = ensemble(data, seeds, source, members=members), [single(data, s, source) for s in seeds]
     before = e.get_state()
     for b in (e, *singles):
         b.warmup()
@@ -185,7 +199,8 @@ def test_no_compile_after_warmup_and_members_match_for_every_noise_source(data, 
     assert max(g[0] for g in gaps) <= 1e-6 and max(g[1] for g in gaps) <= 1e-6 and max(g[2] for g in gaps) <= 2e-6
 
 
-def test_counter_noise_on_the_device_equals_the_host_reference(data):
+@each_arrangement
+def test_counter_noise_on_the_device_equals_the_host_reference(data, members):
     """`--noise counter`: the ensemble generates each member's noise inside its epoch program, the single
     engine in its own program; both train like the single engine fed harness.counter_noise.normals' host
     arrays (the jax twin is within 1 ulp of them). Measured by this test (CPU): the device noise within
@@ -198,7 +213,7 @@ def test_counter_noise_on_the_device_equals_the_host_reference(data):
     generated = np.asarray(device_noise._noise(noise("counter", 7, 3), N_TRAIN))
     reference = host_counter(7, 3).eps
     assert np.max(np.abs(generated.view(np.int32) - reference.view(np.int32))) <= 1 and generated.dtype == np.float32
-    e = ensemble(data, seeds, "counter")
+    e = ensemble(data, seeds, "counter", members=members)
     losses = e.train_epoch(perms(seeds, 1), [noise("counter", s, 1) for s in seeds])
     metrics = e.evaluate([noise("counter", s, 0, N_TEST) for s in seeds])
     gaps = []
@@ -215,11 +230,12 @@ def test_counter_noise_on_the_device_equals_the_host_reference(data):
     assert gaps[:, :2].max() <= 1e-6 and gaps[0::2, 2].max() <= 1.5e-6 and gaps[1::2, 2].max() <= 1e-6
 
 
-def test_a_nan_member_leaves_the_others_alone(data):
+@each_arrangement
+def test_a_nan_member_leaves_the_others_alone(data, members):
     """Member 1's params set to NaN: its loss and metrics are NaN; members 0 and 2 are bit for bit what
     they are in the same ensemble without the NaN, and equal their single-seed runs (measured by this
     test, CPU: loss equal, metrics within 7.7e-8, parameter gap 1.2e-7; bounds 1e-6, 1e-6, 1.5e-6)."""
-    e = ensemble(data)
+    e = ensemble(data, members=members)
     start = e.get_state()
     poisoned = [dict(s) for s in start]
     poisoned[1] = {k: (np.full_like(v, np.nan) if k in MLP.param_order() else v) for k, v in start[1].items()}
@@ -240,15 +256,16 @@ def test_a_nan_member_leaves_the_others_alone(data):
         assert gap[0] <= 1e-6 and gap[1] <= 1e-6 and gap[2] <= 1.5e-6
 
 
-def test_state_round_trip_is_exact_and_training_continues(data):
+@each_arrangement
+def test_state_round_trip_is_exact_and_training_continues(data, members):
     """get_state -> set_state (into another ensemble, members with different Adam step counts) is exact,
     and both continue identically."""
-    a = ensemble(data)
+    a = ensemble(data, members=members)
     a.train_epoch(perms(SEEDS, 1), [noise("harness", s, 1) for s in SEEDS])
     states = a.get_state()
     assert [int(s["adam.step"]) for s in states] == [3, 3, 3] and all(s["adam.step"].dtype == np.int64 for s in states)
     states[2]["adam.step"] = np.array(7, np.int64)  # members may have stepped differently
-    b = ensemble(data, (7, 8, 9))
+    b = ensemble(data, (7, 8, 9), members=members)
     for x in (a, b):
         x.set_state(states)
         got = x.get_state()
@@ -261,11 +278,13 @@ def test_state_round_trip_is_exact_and_training_continues(data):
         a.set_state(states[:2])
 
 
-def test_loop_arrangement_equals_the_scan(data):
-    """Engine option epoch=loop: a Python loop of jitted vmapped batch steps, the same numbers as the scan
-    (measured by this test, CPU: loss and params equal; bounds 1e-6)."""
-    scan, loop = ensemble(data, SEEDS[:2], "counter"), ensemble(data, SEEDS[:2], "counter", epoch="loop")
-    assert loop.describe()["arrangement"] == "vmap-jit-step-loop" and "scan" not in loop.describe()["step"]
+@each_arrangement
+def test_loop_arrangement_equals_the_scan(data, members):
+    """Engine option epoch=loop: a Python loop of jitted batch steps (vmapped, or one member's), the same
+    numbers as the scan (measured by this test, CPU: loss and params equal; bounds 1e-6)."""
+    scan = ensemble(data, SEEDS[:2], "counter", members=members)
+    loop = ensemble(data, SEEDS[:2], "counter", epoch="loop", members=members)
+    assert loop.describe()["arrangement"] == f"{members}-jit-step-loop" and "scan" not in loop.describe()["step"]
     loop.warmup()
     with count_compiles() as compiled:  # the loop's batch steps (one per batch size) were compiled in warmup
         looped = run_pass(loop, SEEDS[:2], "counter")  # counter noise: generated batch by batch
@@ -289,12 +308,13 @@ def test_bad_input_is_one_clear_error(data):
         JaxEnsemble().setup([], data[0], data[1], config())
 
 
-def test_conv_members_equal_their_single_seed_runs(data):
+@each_arrangement
+def test_conv_members_equal_their_single_seed_runs(data, members):
     """conv-vae: per-member kernels under vmap become grouped convolutions (jax#26568). A 2-member
     ensemble's members equal their single-seed runs over one epoch of 3 batches. Measured by this test
     (CPU): losses and metrics equal, parameter gap 2.2e-7 (bounds 1e-6, 1e-6, 2.5e-6)."""
     seeds = SEEDS[:2]
-    e = ensemble(data, seeds, m=CONV)
+    e = ensemble(data, seeds, m=CONV, members=members)
     losses, metrics = run_pass(e, seeds, "harness")
     gaps = []
     for i, seed in enumerate(seeds):

@@ -4,7 +4,8 @@ Each member is checked against the single-seed engine fed the same initial param
 noise; the two differ only in float32 reduction order (batched vs single matrix products), so the
 comparisons use a tolerance, and each test prints what it measured (run with -s to see it). Also: a
 NaN member leaves the others alone, state round-trips per member, the conv workload batches, the
-counter noise matches its reference bit for bit, and torch-compile compiles only in warmup().
+counter noise matches its reference bit for bit, and torch-compile compiles only in warmup(). Each in
+both member arrangements (engine option `members`: vmap, and sequential, the CPU's default).
 """
 from __future__ import annotations
 
@@ -28,6 +29,14 @@ SEEDS = (1, 2, 3)
 STEPS = 3
 LOSS_RTOL = 1e-5   # per-sample losses and metrics, relative
 STATE_TOL = 1e-3   # params and Adam moments: max |difference| over max |value| of each tensor
+MEMBERS = ("vmap", "sequential")
+each_arrangement = pytest.mark.parametrize("members", MEMBERS)
+
+
+def run_config(members: str, engine: str = "torch", n: int = N_TRAIN, n_test: int = N_TEST, **kw) -> RunConfig:
+    """A CPU run of n training and n_test test samples whose ensemble arranges its members as `members`."""
+    options = {**kw.pop("engine_options", {}).get(engine, {}), "members": members}
+    return RunConfig(train_limit=n, test_limit=n_test, engine_options={engine: options}, **kw)
 
 
 @pytest.fixture(autouse=True)
@@ -105,29 +114,32 @@ def assert_close(worst: dict[str, float]) -> None:
         assert d <= (STATE_TOL if "state" in what else LOSS_RTOL), (what, d)
 
 
+@each_arrangement
 @pytest.mark.parametrize("engine", ["torch", "torch-compile"])
-def test_members_equal_their_single_seed_runs(mnist, engine):
+def test_members_equal_their_single_seed_runs(mnist, engine, members):
     """Member i of 3 = the single-seed engine on seed i: lockstep losses and state after STEPS steps,
     epoch-1 train loss, eval metrics and state after the epoch. When written (torch 2.13, CPU) this
     test measured at most 1.1e-7 relative on losses and metrics and 2.7e-5 on state for torch, 5.6e-7
     and 7.6e-5 for torch-compile (it prints them with -s)."""
     worst = compare_with_single_runs(engine, SEEDS, mnist.train_x[:N_TRAIN], mnist.test_x[:N_TEST],
-                                     RunConfig(train_limit=N_TRAIN, test_limit=N_TEST))
+                                     run_config(members, engine))
     assert_close(worst)
 
 
-def test_one_member_equals_the_single_seed_run(mnist):
+@each_arrangement
+def test_one_member_equals_the_single_seed_run(mnist, members):
     """An ensemble of one is the single-seed engine (when written, this test measured at most 1.5e-7
     relative on losses and metrics and 1.5e-5 on state)."""
     assert_close(compare_with_single_runs("torch", (5,), mnist.train_x[:N_TRAIN], mnist.test_x[:N_TEST],
-                                          RunConfig(train_limit=N_TRAIN, test_limit=N_TEST)))
+                                          run_config(members)))
 
 
-def test_a_nan_member_leaves_the_others_alone(mnist):
+@each_arrangement
+def test_a_nan_member_leaves_the_others_alone(mnist, members):
     """Member 1's params set to NaN: its loss and metrics are NaN; members 0 and 2 train and evaluate as
     their single-seed runs (nothing couples the members: no shared norm, check or skipped step). When
     written, this test measured at most 8.4e-8 relative on the healthy members' losses and metrics."""
-    x, tx, config = mnist.train_x[:N_TRAIN], mnist.test_x[:N_TEST], RunConfig(train_limit=N_TRAIN, test_limit=N_TEST)
+    x, tx, config = mnist.train_x[:N_TRAIN], mnist.test_x[:N_TEST], run_config(members)
     e = ensemble("torch", SEEDS, x, tx, config)
     states = e.get_state()
     states[1] = {k: (np.full_like(v, np.nan) if not k.startswith("adam.") else v) for k, v in states[1].items()}
@@ -146,10 +158,11 @@ def test_a_nan_member_leaves_the_others_alone(mnist):
     assert worst <= LOSS_RTOL
 
 
-def test_state_round_trips_per_member(mnist):
+@each_arrangement
+def test_state_round_trips_per_member(mnist, members):
     """get_state -> set_state (into another ensemble, members in another order) -> get_state is exact,
     and training goes on identically; members with different step counts are refused."""
-    x, tx, config = mnist.train_x[:N_TRAIN], mnist.test_x[:N_TEST], RunConfig(train_limit=N_TRAIN, test_limit=N_TEST)
+    x, tx, config = mnist.train_x[:N_TRAIN], mnist.test_x[:N_TEST], run_config(members)
     a = ensemble("torch", SEEDS, x, tx, config)
     perms, noises = epoch_inputs(SEEDS, 1, N_TRAIN, 20)
     a.train_epoch(perms, noises)
@@ -166,12 +179,13 @@ def test_state_round_trips_per_member(mnist):
         b.set_state(mixed)
 
 
-def test_conv_vae_members_equal_their_single_seed_runs(mnist):
+@each_arrangement
+def test_conv_vae_members_equal_their_single_seed_runs(mnist, members):
     """conv-vae (vmap makes the convolutions grouped): a 2-member ensemble on one full batch and a partial
     one against the single-seed runs, to the same tolerances (when written, this test measured at most
     3.3e-7 relative on losses and metrics and 6.1e-5 on state)."""
     n, n_test = 160, 64
-    config = RunConfig(train_limit=n, test_limit=n_test, model=ModelConfig(workload="conv-vae"))
+    config = run_config(members, n=n, n_test=n_test, model=ModelConfig(workload="conv-vae"))
     worst = compare_with_single_runs("torch", (1, 2), mnist.train_x[:n], mnist.test_x[:n_test], config, steps=1)
     assert_close(worst)
 
@@ -192,8 +206,40 @@ def test_counter_noise_on_the_device_equals_the_reference():
     np.testing.assert_array_equal(stacked, np.stack(want))
 
 
+@pytest.mark.parametrize("engine", ["torch", "torch-compile"])
+def test_the_member_arrangement_is_an_engine_option(mnist, engine):
+    """`members` is declared beside the engine; auto is sequential on the CPU; a bad value is one clear
+    error; the single-seed engine, which shares the options, ignores it."""
+    assert backends.REGISTRY[engine].options["members"] == ("auto", *MEMBERS)
+    x, tx = mnist.train_x[:N_TRAIN], mnist.test_x[:N_TEST]
+    info = ensemble(engine, SEEDS, x, tx, run_config("auto", engine)).describe()
+    assert info["members"] == "sequential-members" and info["arrangement"].startswith("sequential-")
+    assert "member by member" in info["eval"] and "one after another" in ensemble(
+        "torch", SEEDS, x, tx, run_config("sequential")).describe()["step"]
+    assert ensemble(engine, SEEDS, x, tx, run_config("vmap", engine)).describe()["members"] == "vmap-members"
+    with pytest.raises(HarnessError, match=f"{engine} members 'both'"):
+        ensemble(engine, SEEDS, x, tx, run_config("both", engine))
+    single(engine, 1, x, tx, run_config("sequential", engine))
+
+
+def test_sequential_members_share_the_compiled_graphs(mnist):
+    """torch-compile, members=sequential: the member's module is an argument of the compiled loss, so
+    an ensemble of more members than dynamo's recompile limit compiles in warmup() exactly what an
+    ensemble of one does (no per-member recompiles), and its epochs compile nothing."""
+    x, tx, config = mnist.train_x[:N_TRAIN], mnist.test_x[:N_TEST], run_config("sequential", "torch-compile")
+    compiled = []
+    for size in (1, torch._dynamo.config.recompile_limit + 1):
+        torch._dynamo.reset()
+        torch._dynamo.utils.counters.clear()
+        e = ensemble("torch-compile", range(1, size + 1), x, tx, config)
+        e.warmup()
+        compiled.append(dict(torch._dynamo.utils.counters["frames"]))
+    e.train_epoch(*epoch_inputs(range(1, size + 1), 1, N_TRAIN, 20))
+    assert compiled[0] == compiled[1] == dict(torch._dynamo.utils.counters["frames"]) and compiled[0]["ok"] > 0
+
+
 CUDA = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
-# (device, mode) -> the arrangement it runs (backends/torch/compile.py)
+# (device, mode, the arrangement it runs (backends/torch/compile.py), ensemble size)
 COMPILE_CASES = [pytest.param("cpu", "default", "compiled-step", 3, id="cpu"),
                  pytest.param("cpu", "default", "compiled-step", 1, id="cpu-one-member"),  # size-1 strides
                  pytest.param("cuda", "default", "cuda-graph-step", 3, id="cuda-graph-step", marks=CUDA),
@@ -208,15 +254,19 @@ def assert_states_equal(got: list[dict], want: list[dict]) -> None:
             np.testing.assert_array_equal(g[k], w[k], err_msg=k)
 
 
-@pytest.mark.parametrize("device,mode,arrangement,members", COMPILE_CASES)
-def test_torch_compile_ensemble_does_not_recompile_after_warmup(mnist, device, mode, arrangement, members):
+@each_arrangement
+@pytest.mark.parametrize("device,mode,arrangement,size", COMPILE_CASES)
+def test_torch_compile_ensemble_does_not_recompile_after_warmup(mnist, device, mode, arrangement, size, members):
     """warmup() compiles (and captures) the full batch, the partial batch and eval on a copy of the state;
     epochs and eval then compile nothing. On CUDA also with the counter noise generated on the GPU."""
-    config = RunConfig(device=device, train_limit=N_TRAIN, test_limit=N_TEST,
-                       engine_options={"torch-compile": {"mode": mode}})
-    seeds = SEEDS[:members]
+    config = run_config(members, "torch-compile", device=device, engine_options={"torch-compile": {"mode": mode}})
+    seeds = SEEDS[:size]
+    if arrangement == "cudagraph-trees" and members == "sequential":
+        with pytest.raises(HarnessError, match="no cudagraph-trees arrangement"):
+            ensemble("torch-compile", seeds, mnist.train_x[:N_TRAIN], mnist.test_x[:N_TEST], config)
+        return
     e = ensemble("torch-compile", seeds, mnist.train_x[:N_TRAIN], mnist.test_x[:N_TEST], config)
-    assert e.describe()["arrangement"] == arrangement and e.describe()["ensemble"] == str(members)
+    assert e.describe()["arrangement"] == f"{members}-{arrangement}" and e.describe()["ensemble"] == str(size)
     before = e.get_state()
     e.warmup()
     assert_states_equal(e.get_state(), before)
@@ -231,8 +281,8 @@ def test_torch_compile_ensemble_does_not_recompile_after_warmup(mnist, device, m
         assert e.device_memory()["capacity_bytes"] >= e.device_memory()["peak_bytes"] > 0
 
 
-@pytest.mark.parametrize("device,mode,arrangement,members", [c for c in COMPILE_CASES if c.values[0] == "cuda"])
-def test_cuda_members_equal_their_single_seed_runs(mnist, device, mode, arrangement, members):
+@pytest.mark.parametrize("device,mode,arrangement,size", [c for c in COMPILE_CASES if c.values[0] == "cuda"])
+def test_cuda_members_equal_their_single_seed_runs(mnist, device, mode, arrangement, size):
     """On the GPU, in each CUDA arrangement: member i = single-seed torch-compile on seed i (as above)."""
     config = RunConfig(device=device, train_limit=N_TRAIN, test_limit=N_TEST,
                        engine_options={"torch-compile": {"mode": mode}})
@@ -240,13 +290,14 @@ def test_cuda_members_equal_their_single_seed_runs(mnist, device, mode, arrangem
                                           config))
 
 
-def test_cuda_graph_arrangement_logic_on_cpu(mnist, monkeypatch):
+@each_arrangement
+def test_cuda_graph_arrangement_logic_on_cpu(mnist, monkeypatch, members):
     """The CUDA-graph arrangement's bookkeeping (graphs keyed by the batch axis, static inputs gathered
     into, lazy capture with the state restored, the partial batch) computes what the compiled step
     does, with tests/test_torch_state.py's emulated graphs. The graphs themselves need a GPU (above)."""
     from backends.torch import compile as tcmp
     from tests.test_torch_state import EmulatedGraphs
-    x, tx, config = mnist.train_x[:N_TRAIN], mnist.test_x[:N_TEST], RunConfig(train_limit=N_TRAIN, test_limit=N_TEST)
+    x, tx, config = mnist.train_x[:N_TRAIN], mnist.test_x[:N_TEST], run_config(members, "torch-compile")
     plain = ensemble("torch-compile", SEEDS, x, tx, config)
     monkeypatch.setattr(tcmp, "arrangement", lambda device, mode: "cuda-graph-step")
     monkeypatch.setattr(tcmp, "StepGraphs", EmulatedGraphs)

@@ -15,8 +15,11 @@ FRAMEWORK = Framework(
                           {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}),))
 
 EPOCHS = ("auto", "scan", "loop")  # the engine's epoch: see backends/jax/engine.py epoch_arrangement
+# How a seed ensemble (--ensemble) arranges its members: see backends/jax/ensemble_sequential.py
+# member_arrangement. The single-seed engine shares the options and ignores this one.
+MEMBERS = ("auto", "vmap", "sequential")
 
 ENGINE = BackendSpec("backends.jax.engine", "JaxBackend", "jax", "jax",
                      "Flax NNX + Optax adam, jitted lax.scan epoch (or loop of jitted steps) with donated state",
-                     compiler="jax", options={"epoch": EPOCHS},
+                     compiler="jax", options={"epoch": EPOCHS, "members": MEMBERS},
                      ensemble="backends.jax.ensemble:JaxEnsemble")

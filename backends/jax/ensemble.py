@@ -1,7 +1,9 @@
 """The `jax` seed-ensemble engine: N members of one workload trained as ONE program (`--ensemble`).
 
-The programs are backends/jax/ensemble_programs.py (the single engine's step, vmapped over the members);
-this module places data and state on the device, compiles ahead of time and converts the state.
+The programs are backends/jax/ensemble_programs.py (the single engine's step, vmapped over the members)
+or, with the engine option `members=sequential` (auto: on the CPU), ensemble_sequential.py (the members
+one after another, each running the single engine's functions); this module places data and state on
+the device, compiles ahead of time and converts the state.
 
 * Member i walks train_x[perms[i]] in batches of 128 (the partial batch kept) with its own noise, from its
   own initial params, with its own Adam state (step count included): exactly its single-seed run.
@@ -24,16 +26,18 @@ import numpy as np
 import optax
 
 from backends.base import Metrics, Noise, per_sample
-from backends.jax import EPOCHS as JAX_EPOCHS
+from backends.jax import EPOCHS as JAX_EPOCHS, MEMBERS
 from backends.jax.engine import epoch_arrangement, resolve_device
 from backends.jax.ensemble_programs import ensemble_programs
+from backends.jax.ensemble_sequential import member_arrangement, sequential_programs
 from backends.jax.programs import flax_model, make_adam
 from harness.config import RunConfig
 from harness.errors import HarnessError
 
 
 class JaxEnsemble:
-    """`jax --ensemble`: the jax engine's step vmapped over N members, one jitted lax.scan epoch, donated state."""
+    """`jax --ensemble`: the jax engine's step over N members (vmapped, or one member after another), one
+    jitted program per epoch, donated state."""
 
     name = "jax"
     epoch = "scan"  # set per run in setup() (engine option `epoch`)
@@ -47,8 +51,11 @@ class JaxEnsemble:
         self.m, self.size, self.source = config.model, len(params), config.noise
         self.device = resolve_device(config.device)
         self.n, self.n_test = train_x.shape[0], test_x.shape[0]
-        self.epoch = epoch_arrangement(config.options(self.name).get("epoch", JAX_EPOCHS[0]), self.device, self.m)
-        self.fn = ensemble_programs(self.m, make_adam, config.precision)
+        options = config.options(self.name)
+        self.epoch = epoch_arrangement(options.get("epoch", JAX_EPOCHS[0]), self.device, self.m)
+        members = member_arrangement(options.get("members", MEMBERS[0]), self.device.platform)
+        self.fn = (sequential_programs if members == "sequential" else ensemble_programs)(
+            self.m, make_adam, config.precision)
         self._exe: dict[tuple, jax.stages.Compiled] = {}
         self.train_x, self.test_x = self._put(train_x), self._put(test_x)
         self.set_state([{**p, **{f"adam.{mv}.{k}": np.zeros_like(v) for k, v in p.items() for mv in "mv"},
@@ -64,6 +71,8 @@ class JaxEnsemble:
         else:
             for size in set(self.m.batch_sizes(self.n)):
                 self._program(("batch", kind, size))
+            for key in (("split",), ("stack",)) if self.fn.members == "sequential" else ():
+                self._program(key)
         self._program(("eval", kind))
         if self.source == "framework":
             for n in {self.n, self.n_test}:
@@ -78,11 +87,7 @@ class JaxEnsemble:
         if self.epoch == "scan":
             self.state, totals = self._program(("epoch", kind))(self.state, self.train_x, perms_d, noise_in)
         else:
-            totals, start = self._put(np.zeros(self.size, np.float32)), 0
-            for size in self.m.batch_sizes(self.n):
-                self.state, totals = self._program(("batch", kind, size))(
-                    self.state, totals, self.train_x, perms_d, noise_in, self._put(np.int32(start)))
-                start += size
+            totals = self._loop_epoch(kind, perms_d, noise_in)
         return np.asarray(jax.device_get(totals), np.float64) / self.n
 
     def evaluate(self, noises: list[Noise]) -> list[Metrics]:
@@ -95,7 +100,10 @@ class JaxEnsemble:
         if np.shape(x)[0] != self.size or np.shape(eps)[0] != self.size:
             raise HarnessError(f"lockstep batches for {np.shape(x)[0]} members, noise for {np.shape(eps)[0]}; "
                                f"the ensemble has {self.size}")
-        self.state, losses = self.fn.step(self.state, self._put(x), self._put(eps))
+        if self.fn.members == "vmap":
+            self.state, losses = self.fn.step(self.state, self._put(x), self._put(eps))
+        else:
+            losses = self._each_member(lambda i, member: self.fn.step(member, self._put(x[i]), self._put(eps[i])))
         return np.asarray(jax.device_get(losses), np.float64)
 
     def get_state(self) -> list[dict[str, np.ndarray]]:
@@ -129,13 +137,10 @@ class JaxEnsemble:
 
     def describe(self) -> dict[str, str]:
         """How this ensemble executes, for the record (backend_info)."""
-        vmapped = f"the jax engine's step vmapped over the {self.size} members (jax.vmap over stacked params, " \
-                  "Adam state, batches and noise; nnx.merge inside the trace)"
-        step = {"scan": ("vmap-jit-scan-epoch", f"{vmapped}; one jitted, AOT-compiled program per epoch: lax.scan "
-                                                "over the full batches, then the partial batch; state donated"),
-                "loop": ("vmap-jit-step-loop", f"{vmapped}; a Python loop over the batches, one jitted, AOT-compiled "
-                                               "step per batch size; state and loss totals donated")}[self.epoch]
-        return {"arrangement": step[0], "step": step[1], "optimizer": "optax.adam, one state per member (vmapped)",
+        members, name = self.fn.members, {"scan": "jit-scan-epoch", "loop": "jit-step-loop"}[self.epoch]
+        return {"arrangement": f"{members}-{name}", "members": f"{members}-members",
+                "step": self.fn.describe[self.epoch].format(size=self.size),
+                "optimizer": f"optax.adam, one state per member ({'vmapped' if members == 'vmap' else 'in turn'})",
                 "eval": "jitted, AOT-compiled; lax.map over the members", "ensemble_size": str(self.size),
                 "noise": {"counter": "counter noise generated inside the programs from (seed, epoch)",
                           "framework": "jax.random.normal per member seed, vmapped"}.get(
@@ -171,13 +176,15 @@ class JaxEnsemble:
         return "array", self._program(("noise", n))(self._put(np.array([z.seed for z in noises], np.int32)))
 
     def _program(self, key: tuple) -> jax.stages.Compiled:
-        """The AOT-compiled executable of `key` (("epoch", kind), ("batch", kind, size), ("eval", kind) or
-        ("noise", n)), compiled on first use."""
+        """The AOT-compiled executable of `key` (("epoch", kind), ("batch", kind, size), ("eval", kind),
+        ("noise", n), or sequential's ("split",) and ("stack",)), compiled on first use."""
         if key not in self._exe:
             self._exe[key] = self._lower(key).compile()
         return self._exe[key]
 
     def _lower(self, key: tuple) -> jax.stages.Lowered:
+        if key in (("split",), ("stack",)):
+            return self.fn.split.lower(self.state) if key[0] == "split" else self.fn.stack.lower(self._members_spec())
         what, arg = key[0], key[1]
         if what == "noise":
             return self.fn.noise.lower(self._spec((self.size,), jnp.int32), arg)
@@ -189,9 +196,41 @@ class JaxEnsemble:
         perms = self._spec((self.size, self.n), jnp.int32)
         if what == "epoch":
             return self.fn.epoch[arg].lower(self.state, self.train_x, perms, noise)
-        totals = self._spec((self.size,), jnp.float32)
-        return self.fn.batch_step[arg].lower(self.state, totals, self.train_x, perms, noise,
-                                             self._spec((), jnp.int32), key[2])
+        index = self._spec((), jnp.int32)
+        if self.fn.members == "vmap":
+            return self.fn.batch_step[arg].lower(self.state, self._spec((self.size,), jnp.float32), self.train_x,
+                                                 perms, noise, index, key[2])
+        return self.fn.batch_step[arg].lower(self._members_spec()[0], self._spec((), jnp.float32), self.train_x,
+                                             perms, noise, index, key[2], index)
+
+    def _loop_epoch(self, kind: str, perms_d: jax.Array, noise_in) -> object:
+        """epoch=loop: the batch steps in a Python loop (sequential: each member's in turn); the loss totals."""
+        sizes = self.m.batch_sizes(self.n)
+        batches = [(self._program(("batch", kind, size)), self._put(np.int32(sum(sizes[:j]))))
+                   for j, size in enumerate(sizes)]
+
+        def steps(state, total, *member):  # the batch steps of the whole ensemble, or of member i
+            for program, start in batches:
+                state, total = program(state, total, self.train_x, perms_d, noise_in, start, *member)
+            return state, total
+        if self.fn.members == "vmap":
+            self.state, totals = steps(self.state, self._put(np.zeros(self.size, np.float32)))
+            return totals
+        return self._each_member(lambda i, member: steps(member, self._put(np.float32(0)), self._put(np.int32(i))))
+
+    def _each_member(self, step) -> list:
+        """members=sequential: split the state into its members, member i = step(i, member i) (returning
+        (member, result)) in turn, stack them back; the results."""
+        members, results = list(self._program(("split",))(self.state)), []
+        for i in range(self.size):
+            members[i], result = step(i, members[i])
+            results.append(result)
+        self.state = self._program(("stack",))(tuple(members))
+        return results
+
+    def _members_spec(self) -> tuple:
+        """The shapes of the split members' states, on this engine's device."""
+        return jax.tree.map(lambda a: self._spec(a.shape, a.dtype), jax.eval_shape(self.fn.split, self.state))
 
     def _put(self, a) -> jax.Array:
         """NumPy -> this engine's device; floats become float32 whatever the caller passed."""

@@ -8,9 +8,9 @@ nothing mixes members (every loss and gradient is per member, Adam is elementwis
 turns NaN leaves the others alone. For a conv workload, per-member kernels under vmap become one
 grouped convolution (jax#26568).
 
-The arrangement is meant for GPUs. On XLA:CPU it costs more per member than the single engine: the
-optimized HLO of the vmapped step carries a transpose of every kernel gradient (batched dots) that the
-single step's does not, and its grouped convolutions take a slow path.
+The arrangement is meant for GPUs (engine option `members=vmap`, auto off the CPU). On XLA:CPU it costs
+more per member than the single engine (batched dots; grouped convolutions take a slow path), so there
+the members run one after another instead: ensemble_sequential.py.
 
 The noise of a pass reaches a program in one of two forms ("kind"):
 * "array": (N, n, latent) float32 on the device (the harness's arrays, or jax's own draws made by `noise`);
@@ -19,6 +19,7 @@ The noise of a pass reaches a program in one of two forms ("kind"):
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,12 @@ from backends.jax.programs import functions
 from harness.config import ModelConfig
 
 KINDS = ("array", "counter")
+_VMAPPED = ("the jax engine's step vmapped over the {size} members (jax.vmap over stacked params, Adam state, "
+            "batches and noise; nnx.merge inside the trace); ")
+DESCRIBE = {"scan": _VMAPPED + "one jitted, AOT-compiled program per epoch: lax.scan over the full batches, "
+                               "then the partial batch; state donated",
+            "loop": _VMAPPED + "a Python loop over the batches, one jitted, AOT-compiled step per batch size; "
+                               "state and loss totals donated"}
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,12 @@ class EnsemblePrograms:
     evaluate: dict[str, Callable]    # kind -> (params, test_x, noise_in) -> ((N,) sums at z = mu, (N,) at sampled z)
     step: Callable                   # (state, x (N, B, D), eps (N, B, L)) -> (state, (N,) losses); state donated
     noise: Callable                  # (seeds (N,) int32, n) -> jax's own draws (N, n, L), `--noise framework`
+    # "vmap", or "sequential" (ensemble_sequential.py), where batch_step and step work on ONE member's state,
+    # split off the stacked state (and stacked back) by these two: state -> (N member states), and back
+    members: str = "vmap"
+    describe: dict[str, str] = dataclasses.field(default_factory=lambda: DESCRIBE)  # epoch option -> the step, {size}
+    split: Callable | None = None
+    stack: Callable | None = None
 
 
 @functools.cache

@@ -18,14 +18,18 @@ FRAMEWORK = Framework(
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 DENORMALS = ("flush", "keep")  # on the CPU: see backends/torch/common.py set_denormals
+# How a seed ensemble (--ensemble) arranges its members: see backends/torch/ensemble_members.py
+# member_arrangement. The single-seed engines share the options and ignore this one.
+MEMBERS = ("auto", "vmap", "sequential")
 
 EAGER = BackendSpec("backends.torch.eager", "TorchEagerBackend", "torch", "torch",
                     "PyTorch eager, data on the device, loss accumulated on the device",
-                    options={"denormals": DENORMALS}, ensemble="backends.torch.ensemble:TorchEnsemble")
+                    options={"denormals": DENORMALS, "members": MEMBERS},
+                    ensemble="backends.torch.ensemble:TorchEnsemble")
 COMPILE = BackendSpec("backends.torch.compile", "TorchCompileBackend", "torch", "torch",
                       "torch.compile; on CUDA the whole step replayed as one CUDA graph (arrangement per "
                       "device and mode in backend_info)", compiler="inductor",
-                      options={"mode": COMPILE_MODES, "denormals": DENORMALS},
+                      options={"mode": COMPILE_MODES, "denormals": DENORMALS, "members": MEMBERS},
                       ensemble="backends.torch.ensemble_compile:TorchCompileEnsemble")
 REFERENCE = BackendSpec("backends.torch.reference", "TorchReferenceBackend", "torch", "torch",
                         "the pytorch/examples vae/main.py loop as users know it")

@@ -10,16 +10,23 @@ a member whose loss is NaN leaves the others untouched. Member i's batch j is
 train_x[perms[i, j*B:(j+1)*B]], gathered on the device as (N, B) indices -> (N, B, D); the last partial
 batch is kept. The conv workload batches too: vmap turns convolutions over stacked weights into
 grouped convolutions.
+
+That is the `vmap` member arrangement (engine option `members`; auto: vmap off the CPU). On the CPU the
+default is `sequential` (ensemble_members.py): the members' own modules, over the same stacked tensors,
+run one after another, and the same one fused Adam updates them all.
 """
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from backends.torch import DENORMALS
+from backends.torch import DENORMALS, MEMBERS
 from backends.torch import common as tc
+from backends.torch import ensemble_members as em
 from backends.base import Metrics, Noise, per_sample
 from harness.config import RunConfig
 from harness.errors import HarnessError
@@ -40,7 +47,8 @@ class _Member(nn.Module):
 
 
 class TorchEnsemble:
-    """`torch --ensemble`: eager PyTorch, the members vmapped over stacked params, one fused Adam."""
+    """`torch --ensemble`: eager PyTorch, the members vmapped over stacked params (or one after another),
+    one fused Adam."""
 
     name = "torch"
 
@@ -49,15 +57,19 @@ class TorchEnsemble:
         if not params:
             raise HarnessError("an ensemble needs at least one member")
         self.m, self.precision, self.size = config.model, config.precision, len(params)
-        self.denormals = tc.set_denormals(config.options(self.name).get("denormals", DENORMALS[0]))
+        options = config.options(self.name)
+        self.denormals = tc.set_denormals(options.get("denormals", DENORMALS[0]))
         tc.configure(config)
         self.device = tc.resolve_device(config.device)
+        self.members = em.member_arrangement(self.name, options.get("members", MEMBERS[0]), self.device)
         # The template's own tensors are never used (functional_call(strict=True) replaces every one);
         # on the device all the same, so no compiled graph ever sees a CPU tensor beside CUDA ones.
         self.member = _Member(tc.build_model(self.m).to(self.device), self.precision)
         self.names = [n for n, _ in self.member.model.named_parameters()]
         self.params = {n: torch.from_numpy(np.stack([np.asarray(p[n], np.float32) for p in params]))
                        .to(self.device).requires_grad_(True) for n in self.names}
+        self.sequential = (em.SequentialMembers(lambda: tc.build_model(self.m).to(self.device), self.params, self.size)
+                           if self.members == "sequential" else None)
         self.opt = self.make_optimizer()
         self.train_x = torch.from_numpy(train_x).to(self.device)
         self.test_x = torch.from_numpy(test_x).to(self.device)
@@ -82,18 +94,31 @@ class TorchEnsemble:
         return lambda x, eps: vmap(one, in_dims=in_dims)(params, x, eps)  # vmap inside, for torch.compile
 
     def build_step(self):
-        loss_fn, opt = self.batched_loss, self.opt
+        opt, forward_backward = self.opt, self.forward_backward(self.batched_loss, em.train_loss(self.precision))
 
         def step(xb, eb):
-            losses = loss_fn(xb, eb)
-            losses.sum().backward()  # each member's gradient is its own: d(sum)/d(loss_i) = 1
+            losses = forward_backward(xb, eb)
             opt.step()
-            opt.zero_grad(set_to_none=True)
-            return losses.detach()
+            if self.sequential is None:  # sequential: the stacked .grad stays, each step overwrites it
+                opt.zero_grad(set_to_none=True)
+            return losses
 
         return step
 
+    def forward_backward(self, batched_loss, member_loss: em.MemberLoss):
+        """(xb, eb) -> the (N,) losses, every member's gradient left in the stacked `.grad`."""
+        if self.sequential is not None:
+            return functools.partial(self.sequential.step_losses, member_loss)
+
+        def vmapped(xb, eb):
+            losses = batched_loss(xb, eb)
+            losses.sum().backward()  # each member's gradient is its own: d(sum)/d(loss_i) = 1
+            return losses.detach()
+        return vmapped
+
     def build_eval(self):
+        if self.sequential is not None:
+            return functools.partial(self.sequential.eval_losses, em.eval_losses(self.precision))
         return self.batched_eval
 
     def warmup(self) -> None:
@@ -135,8 +160,9 @@ class TorchEnsemble:
         """Hook for engines that must prepare each batch size before the loop (CUDA graphs)."""
 
     def eval_chunk(self) -> int:
-        """Test images per eval call: N members x chunk stays within the single-seed pass's EVAL_CHUNK."""
-        return max(1, tc.EVAL_CHUNK // self.size)
+        """Test images per eval call: N members x chunk stays within the single-seed pass's EVAL_CHUNK
+        (sequential: one member at a time, the single-seed pass's chunk)."""
+        return tc.EVAL_CHUNK if self.sequential is not None else max(1, tc.EVAL_CHUNK // self.size)
 
     @torch.no_grad()
     def evaluate(self, noises: list[Noise]) -> list[Metrics]:
@@ -202,11 +228,15 @@ class TorchEnsemble:
 
     def describe(self) -> dict[str, str]:
         """How the ensemble executes its step and eval, for the record."""
-        return {"arrangement": "vmap-eager",
-                "step": "torch.func.vmap(functional_call) over params stacked on a member axis: every "
-                        "member's forward+loss batched, the members' losses summed, one backward, one Adam",
+        step = {"vmap": "torch.func.vmap(functional_call) over params stacked on a member axis: every member's "
+                        "forward+loss batched, the members' losses summed, one backward, one Adam",
+                "sequential": "the members one after another, each its own module over row i of the stacked "
+                              "params: forward+loss, autograd.grad copied into row i of the stacked .grad; "
+                              "then one Adam"}[self.members]
+        return {"arrangement": f"{self.members}-eager", "members": f"{self.members}-members", "step": step,
                 "optimizer": f"{tc.adam_description(self.opt)} over the stacked params",
-                "eval": "vmap, eager", "ensemble": str(self.size), "denormals": self.denormals}
+                "eval": "vmap, eager" if self.members == "vmap" else "member by member, eager",
+                "ensemble": str(self.size), "denormals": self.denormals}
 
 
 def _dense(t: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""torch-compile seed ensembles: TorchEnsemble's vmapped step under torch.compile, arranged as compile.py.
+"""torch-compile seed ensembles: TorchEnsemble's step under torch.compile, arranged as compile.py.
 
 The vmapped loss is compiled (vmap inside the compiled function: torch rejects vmap over a compiled
 function, pytorch#128711); AOTAutograd compiles its backward. The arrangements are compile.py's:
@@ -10,21 +10,29 @@ function, pytorch#128711); AOTAutograd compiles its backward. The arrangements a
   trees, Adam eager.
 - `compiled-step` (CPU): the loss compiled, Adam's step compiled as its own graph.
 
+With `members=sequential` (the CPU's default, ensemble_members.py) the compiled function is one member's
+loss (its module an argument: one graph for every member) and eval; cudagraph-trees has no sequential
+arrangement (graph trees reuse a compiled forward's outputs from one call to the next).
+
 Shapes are static: `warmup()` compiles (and captures) the full batch, the partial batch and the eval
 chunks on a saved copy of the state, restored in place afterwards, so timed epochs never compile.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from backends.torch import COMPILE_MODES
 from backends.torch import compile as tcmp
+from backends.torch import ensemble_members as em
 from backends.torch.ensemble import TorchEnsemble
 from backends.base import Noise
+from harness.errors import HarnessError
 
 
 class TorchCompileEnsemble(TorchEnsemble):
-    """`torch-compile --ensemble`: the vmapped ensemble step and eval under torch.compile."""
+    """`torch-compile --ensemble`: the ensemble step and eval (vmapped, or member by member) under torch.compile."""
 
     name = "torch-compile"
 
@@ -33,6 +41,9 @@ class TorchCompileEnsemble(TorchEnsemble):
         self.arrangement = tcmp.arrangement(config.device, self.mode)
         self.graphs: tcmp.StepGraphs | None = None
         super().setup(params, train_x, test_x, config)
+        if self.sequential is not None and self.arrangement == "cudagraph-trees":
+            raise HarnessError(f"torch-compile members=sequential has no {self.arrangement} arrangement (mode "
+                               f"{self.mode!r}): use members=vmap, or another mode")
 
     def make_optimizer(self, **kw) -> torch.optim.Adam:
         # capturable keeps the step count on the GPU, so a captured graph can advance it
@@ -46,19 +57,25 @@ class TorchCompileEnsemble(TorchEnsemble):
         def loss_fn(xb, eb):
             return batched_loss(xb, eb)
 
+        member_loss = torch.compile(em.train_loss(self.precision), mode=self.mode, dynamic=False)
+        forward_backward, zero = self.forward_backward(loss_fn, member_loss), self.sequential is None
         if self.arrangement == "cuda-graph-step":
-            self.graphs = tcmp.StepGraphs(_step(opt, loss_fn, graphed=True), self.device, batch_axis=1)
+            step = _step(opt, forward_backward, graphed=True, zero_grad=zero)
+            self.graphs = tcmp.StepGraphs(step, self.device, batch_axis=1)
             return self._graph_step
         if self.arrangement == "cudagraph-trees":
-            return _step(opt, loss_fn, trees=True)
+            return _step(opt, forward_backward, trees=True)
 
         @torch.compile(mode=self.mode, dynamic=False)
         def opt_step():  # as in the PyTorch recipe "Compiling the optimizer"
             opt.step()
 
-        return _step(opt, loss_fn, opt_step=opt_step)
+        return _step(opt, forward_backward, opt_step=opt_step, zero_grad=zero)
 
     def build_eval(self):
+        if self.sequential is not None:
+            member_eval = torch.compile(em.eval_losses(self.precision), mode=self.mode, dynamic=False)
+            return functools.partial(self.sequential.eval_losses, member_eval)
         batched_eval = self.batched_eval
 
         @torch.compile(mode=self.mode, dynamic=False)
@@ -133,21 +150,24 @@ class TorchCompileEnsemble(TorchEnsemble):
                                "Adam eager",
             "compiled-step": f"vmapped forward+loss+backward under {kernels}; Adam's step under {kernels} too",
         }[self.arrangement]
-        return {**super().describe(), "arrangement": self.arrangement, "step": step,
-                "eval": f"vmap under {kernels}"}
+        if self.sequential is not None:
+            step = step.replace("vmapped forward+loss+backward", "member by member forward+loss+backward, each "
+                                "member's gradients copied into the stacked .grad,")
+        return {**super().describe(), "arrangement": f"{self.members}-{self.arrangement}", "step": step,
+                "eval": f"{'vmap' if self.sequential is None else 'member by member'} under {kernels}"}
 
 
-def _step(opt, loss_fn, opt_step=None, graphed: bool = False, trees: bool = False):
-    """The batched step: members' losses summed, one backward, one Adam; returns the (N,) losses."""
+def _step(opt, forward_backward, opt_step=None, graphed: bool = False, trees: bool = False, zero_grad: bool = True):
+    """The ensemble step: every member's gradient (forward_backward), one Adam; returns the (N,) losses.
+    zero_grad False: the gradients are written, not accumulated, into buffers kept for the run (sequential)."""
     def step(xb, eb):
         if trees:
             torch.compiler.cudagraph_mark_step_begin()
-        if graphed:
+        if graphed and zero_grad:
             opt.zero_grad(set_to_none=False)  # a graph replays on fixed gradient buffers: zero them in place
-        losses = loss_fn(xb, eb)
-        losses.sum().backward()
+        losses = forward_backward(xb, eb)
         (opt_step or opt.step)()
-        if not graphed:
+        if zero_grad and not graphed:
             opt.zero_grad(set_to_none=True)
-        return losses.detach().clone() if trees else losses.detach()  # trees reuse their output buffers
+        return losses.clone() if trees else losses  # trees reuse their output buffers
     return step

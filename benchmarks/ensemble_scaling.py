@@ -30,8 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 ENGINES = ("torch", "torch-compile", "jax")
 
 
-def point(engine: str, members: int, args) -> dict:
-    """One measurement, in this (child) process: members = 0 means the single-seed engine."""
+def point(engine: str, members: int, arrangement: str, args) -> dict:
+    """One measurement, in this (child) process: members = 0 means the single-seed engine; `arrangement`
+    is the ensemble's engine option `members` (vmap, sequential or auto)."""
     import numpy as np
 
     import backends
@@ -40,7 +41,8 @@ def point(engine: str, members: int, args) -> dict:
     from harness.config import RunConfig
     from harness.draws import epoch_permutation, init_params
     config = RunConfig(backends=(engine,), device=args.device, threads=args.threads, noise=args.noise,
-                       train_limit=args.train_limit, test_limit=256)
+                       train_limit=args.train_limit, test_limit=256,
+                       engine_options={engine: {"members": arrangement}} if members else {})
     mnist = data.load(None)
     train_x, test_x = mnist.train_x[:args.train_limit], mnist.test_x[:256]
     n, latent, seeds = len(train_x), config.model.latent_dim, list(range(1, max(members, 1) + 1))
@@ -69,39 +71,42 @@ def point(engine: str, members: int, args) -> dict:
         if epoch > args.epochs:
             seconds.append(time.perf_counter() - t)
     median = statistics.median(seconds)
-    return {"engine": engine, "members": members, "n": n, "compile_seconds": compile_seconds,
+    return {"engine": engine, "members": members, "arrangement": arrangement if members else "single",
+            "n": n, "compile_seconds": compile_seconds,
             "epoch_seconds": seconds, "median_seconds": median,
             "aggregate_samples_per_second": max(members, 1) * n / median,
             "describe": getattr(engine_, "describe", dict)()}
 
 
-def run_point(engine: str, members: int, args) -> dict:
+def run_point(engine: str, members: int, arrangement: str, args) -> dict:
     """A point in its own child process (fresh threads and memory), pinned as harness workers are."""
     from harness.execution.child_env import framework_env
-    cmd = [sys.executable, __file__, "--point", engine, str(members), *sys.argv[1:]]
+    cmd = [sys.executable, __file__, "--point", engine, str(members), arrangement, *sys.argv[1:]]
     env = {**framework_env(), "OMP_NUM_THREADS": str(args.threads)}
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t
     if proc.returncode != 0:
         last = [line for line in proc.stderr.splitlines() if line.strip()][-1:] or ["no output"]
-        return {"engine": engine, "members": members, "skipped": last[0], "wall_seconds": wall}
+        return {"engine": engine, "members": members, "arrangement": arrangement, "skipped": last[0],
+                "wall_seconds": wall}
     return {**json.loads(proc.stdout.strip().splitlines()[-1]), "wall_seconds": wall}
 
 
 def table(points: list[dict]) -> str:
     """Markdown: per engine and N, aggregate samples/s and the ratio to one seed at a time."""
-    lines = ["| engine | N | aggregate train samples/s | per seed | vs one at a time | median epoch s (repeats) | compile s |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| engine | N | members | aggregate train samples/s | per seed | vs one at a time | median epoch s (min-max, repeats) | compile s |",
+             "|---|---:|---|---:|---:|---:|---:|---:|"]
     for p in points:
         base = next((q for q in points if q["engine"] == p["engine"] and q["members"] == 0 and "skipped" not in q), None)
         label = "single-seed engine" if p["members"] == 0 else str(p["members"])
+        how = p.get("arrangement", "")
         if "skipped" in p:
-            lines.append(f"| {p['engine']} | {label} | skipped: {p['skipped']} | | | | |")
+            lines.append(f"| {p['engine']} | {label} | {how} | skipped: {p['skipped']} | | | | |")
             continue
         ratio = f"{p['aggregate_samples_per_second'] / base['aggregate_samples_per_second']:.2f}x" if base else "-"
         spread = f"{p['median_seconds']:.3f} ({min(p['epoch_seconds']):.3f}-{max(p['epoch_seconds']):.3f}, {len(p['epoch_seconds'])})"
-        lines.append(f"| {p['engine']} | {label} | {p['aggregate_samples_per_second']:,.0f} | "
+        lines.append(f"| {p['engine']} | {label} | {how} | {p['aggregate_samples_per_second']:,.0f} | "
                      f"{p['aggregate_samples_per_second'] / max(p['members'], 1):,.0f} | {ratio} | {spread} | "
                      f"{p['compile_seconds']:.1f} |")
     return "\n".join(lines)
@@ -113,10 +118,15 @@ def figure(points: list[dict], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for engine in dict.fromkeys(p["engine"] for p in points):
-        mine = [p for p in points if p["engine"] == engine and p["members"] and "skipped" not in p]
-        if mine:
-            line, = ax.plot([p["members"] for p in mine], [p["aggregate_samples_per_second"] for p in mine],
-                            "o-", label=f"{engine} ensemble")
+        line = None
+        for how in dict.fromkeys(p.get("arrangement") for p in points if p["engine"] == engine and p["members"]):
+            mine = [p for p in points if p["engine"] == engine and p["members"] and p.get("arrangement") == how
+                    and "skipped" not in p]
+            if mine:
+                line, = ax.plot([p["members"] for p in mine], [p["aggregate_samples_per_second"] for p in mine],
+                                "o-" if how != "vmap" else "s--", color=line.get_color() if line else None,
+                                label=f"{engine} ensemble, {how}")
+        if line is not None:
             base = next((p for p in points if p["engine"] == engine and p["members"] == 0 and "skipped" not in p), None)
             if base:
                 ax.axhline(base["aggregate_samples_per_second"], color=line.get_color(), ls=":",
@@ -129,7 +139,9 @@ def figure(points: list[dict], path: Path, title: str) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--point", nargs=2, metavar=("ENGINE", "N"), help=argparse.SUPPRESS)
+    ap.add_argument("--point", nargs=3, metavar=("ENGINE", "N", "MEMBERS"), help=argparse.SUPPRESS)
+    ap.add_argument("--members", default="auto",
+                    help="the ensembles' engine option `members`, comma-separated to measure several (auto, vmap, sequential)")
     ap.add_argument("--engines", default=",".join(ENGINES))
     ap.add_argument("--sizes", default="1,4,16,64,256")
     ap.add_argument("--device", default="cpu")
@@ -142,19 +154,22 @@ def main() -> int:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     if args.point:
-        print(json.dumps(point(args.point[0], int(args.point[1]), args)))
+        print(json.dumps(point(args.point[0], int(args.point[1]), args.point[2], args)))
         return 0
     from harness import atomic
     from harness.measurement import measure
     points = []
     for engine in args.engines.split(","):
-        over = False
-        for members in (0, *map(int, args.sizes.split(","))):
-            p = ({"engine": engine, "members": members, "skipped": "a smaller N took over --max-point-seconds"}
-                 if over else run_point(engine, members, args))
-            over = over or p.get("wall_seconds", 0.0) > args.max_point_seconds
-            points.append(p)
-            print(json.dumps({k: v for k, v in p.items() if k != "describe"}), flush=True)
+        points.append(run_point(engine, 0, "single", args))
+        print(json.dumps({k: v for k, v in points[-1].items() if k != "describe"}), flush=True)
+        for how in args.members.split(","):
+            over = False
+            for members in map(int, args.sizes.split(",")):
+                p = ({"engine": engine, "members": members, "arrangement": how,
+                      "skipped": "a smaller N took over --max-point-seconds"} if over else run_point(engine, members, how, args))
+                over = over or p.get("wall_seconds", 0.0) > args.max_point_seconds
+                points.append(p)
+                print(json.dumps({k: v for k, v in p.items() if k != "describe"}), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     env = measure.environment()
     atomic.write_json(args.out / "scaling.json", {"command": " ".join(["python", *sys.argv]), "environment": env,

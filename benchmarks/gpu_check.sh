@@ -234,7 +234,7 @@ step parity env XLA_PYTHON_CLIENT_PREALLOCATE=false "${H[@]}" parity --device "$
     --backends torch-reference,torch,torch-compile,jax --steps "$PARITY_STEPS" --out "$RUNS/parity"
 full resume interrupted_then_resumed
 if [ "$FULL" = 1 ]; then ensemble_steps
-else for name in ensemble-compile ensemble-64 ensemble-scaling; do skip "$name" "--full or --ensembles only"; done; fi
+else for name in ensemble-compile ensemble-64 ensemble-scaling; do skip "$name" "--full only"; done; fi
 after full-50 check "${H[@]}" check --profile "$PROFILE" --from "$RUNS/full-50" "${CHECK_EXTRA[@]}"
 step pytest-cuda env XLA_PYTHON_CLIENT_PREALLOCATE=false "$PY" -m pytest -m cuda -q -p no:cacheprovider \
     --junitxml "$OUT/pytest-cuda.xml" tests

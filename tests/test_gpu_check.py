@@ -17,7 +17,8 @@ from tests.conftest import ROOT
 SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
 STEPS = ["probe", "full-50", "roofline", "jax-warm-50", "all-5", "torch-compile-reduce-overhead-50",
          "torch-compile-max-autotune-50", "torch-compile-max-autotune-no-cudagraphs-50", "bf16-5", "conv-3",
-         "iwae", "parity", "resume", "check", "pytest-cuda", "calibrate-cuda"]
+         "iwae", "parity", "resume", "ensemble-compile", "ensemble-64", "ensemble-scaling", "check", "pytest-cuda",
+         "calibrate-cuda"]
 DEFAULT = ["probe", "full-50", "jax-warm-50", "all-5", "parity", "check", "pytest-cuda"]
 
 
@@ -41,7 +42,9 @@ def backend(run_dir: Path, name: str) -> dict:
 def stand_in(tmp_path: Path, body: str) -> str:
     """An interpreter that answers `-m ...` with `body` (bash) and runs everything else with this Python."""
     fake = tmp_path / "python"
-    fake.write_text(f'#!/bin/bash\nif [ "$1" = -m ]; then\n{body}\nfi\nexec {sys.executable} "$@"\n')
+    # the scaling benchmark is a script, not a module: it answers as the harness commands do
+    fake.write_text(f'#!/bin/bash\nif [ "$1" = -m ] || [[ "$1" == *ensemble_scaling.py ]]; then\n{body}\nfi\n'
+                    f'exec {sys.executable} "$@"\n')
     fake.chmod(0o755)
     (tmp_path / "data").mkdir()
     return str(fake)
@@ -90,7 +93,8 @@ def test_failed_steps_do_not_stop_the_check(tmp_path):
     done = steps(out)
     assert list(done) == STEPS
     needs = {"iwae", "check"}  # both read full-50, which failed
-    skipped = needs | {"torch-compile-max-autotune-50", "torch-compile-max-autotune-no-cudagraphs-50",
+    skipped = needs | {"ensemble-64",  # needs ensemble-compile, which failed
+                       "torch-compile-max-autotune-50", "torch-compile-max-autotune-no-cudagraphs-50",
                        "calibrate-cuda", "roofline"}
     assert all(s[0] == ("skipped" if name in skipped else "failed") for name, s in done.items()), done
     assert all(done[n][4] == "needs full-50, which did not pass" for n in needs)
@@ -99,6 +103,17 @@ def test_failed_steps_do_not_stop_the_check(tmp_path):
     assert "| parity | failed |" in summary and "unmeasured" in summary.split("## Goals")[1]
     assert "fake failure: -m harness probe" in (out / "logs" / "probe.log").read_text()
     assert "gpu check FAILED" in proc.stdout
+
+
+def test_the_ensembles_selection_runs_the_probe_and_the_ensemble_steps_alone(tmp_path):
+    """--ensembles: the probe, the 64-seed ensemble compiled then trained warm, the scaling benchmark."""
+    fake = stand_in(tmp_path, "    exit 0")
+    out = tmp_path / "out"
+    proc = gpu_check(tmp_path / "data", out, fake, "--ensembles")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert {n: s[0] for n, s in steps(out).items()} == {
+        "probe": "ok", "ensemble-compile": "ok", "ensemble-64": "ok", "ensemble-scaling": "ok"}
+    assert "ensemble of 64, aggregate train samples/s" in (out / "summary.md").read_text()
 
 
 def test_default_selection_budgets_and_verdicts(tmp_path):

@@ -23,17 +23,18 @@ from tests.conftest import ROOT, SMALL, harness
 
 ENGINES = ("torch", "torch-compile", "jax")
 SEEDS = "1-4"
+ALONE = "1,4"  # the seeds also trained one per process
 
 
 @pytest.fixture(scope="module")
 def ensemble_and_single(tmp_path_factory, mnist):
-    """Seeds 1-4 of every engine with an ensemble, once as ensembles and once one seed per process."""
+    """Seeds 1-4 of every engine with an ensemble as ensembles, and its first and last seed (the
+    members at both ends of the stacked axis) one seed per process."""
     pytest.importorskip("torch")
     pytest.importorskip("jax")
     root = tmp_path_factory.mktemp("ensembles")
-    common = ["--backends", ",".join(ENGINES), "--seeds", SEEDS, "--epochs", "1", "--threads", "1",
-              "--data-dir", mnist.directory, *SMALL]
-    for name, extra in (("ensemble", ["--ensemble"]), ("single", [])):
+    common = ["--backends", ",".join(ENGINES), "--epochs", "1", "--threads", "1", "--data-dir", mnist.directory, *SMALL]
+    for name, extra in (("ensemble", ["--seeds", SEEDS, "--ensemble"]), ("single", ["--seeds", ALONE])):
         proc = harness("run", *common, *extra, "--out", root / name, timeout=1200)
         assert proc.returncode == 0, proc.stdout + proc.stderr
     return results.load(root / "ensemble"), results.load(root / "single")
@@ -46,7 +47,9 @@ def test_every_member_equals_its_own_run_within_the_calibrated_gap(ensemble_and_
     ensemble, single = ensemble_and_single
     gap = get_profile("ci").per_epoch[1].max_backend_difference
     assert len(ensemble.results) == len(ENGINES) * 4
-    for r in ensemble.results:
+    compared = [r for r in ensemble.results if r.seed in (1, 4)]
+    assert len(compared) == len(ENGINES) * 2
+    for r in compared:
         alone = single.find(r.backend, r.device, r.seed)
         assert r.status == alone.status == "ok"
         mine, theirs = r.epochs[0], alone.epochs[0]

@@ -5,7 +5,9 @@ noise; the two differ only in float32 reduction order (batched vs single matrix 
 comparisons use a tolerance, and each test prints what it measured (run with -s to see it). Also: a
 NaN member leaves the others alone, state round-trips per member, the conv workload batches, the
 counter noise matches its reference bit for bit, and torch-compile compiles only in warmup(). Each in
-both member arrangements (engine option `members`: vmap, and sequential, the CPU's default).
+both member arrangements (engine option `members`: vmap, and sequential, the CPU's default). The numbers
+measured in the docstrings are vmap's; sequential runs each member through the single engine's own
+module code and, when written (torch 2.13, CPU), differed by at most 1.1e-7 on state and 0 on losses.
 """
 from __future__ import annotations
 

@@ -92,7 +92,12 @@ class JaxEnsemble:
 
     def evaluate(self, noises: list[Noise]) -> list[Metrics]:
         kind, noise_in = self._noise_in(noises, self.n_test)
-        at_mean, sampled = jax.device_get(self._program(("eval", kind))(self.state[0], self.test_x, noise_in))
+        program, args = self._program(("eval", kind)), (self.state[0], self.test_x, noise_in)
+        if self.fn.members == "vmap":
+            at_mean, sampled = jax.device_get(program(*args))
+        else:  # member by member: N pairs of sums
+            at_mean, sampled = np.transpose(jax.device_get([program(*args, self._put(np.int32(i)))
+                                                            for i in range(self.size)]))
         names = self.m.spec().metric_names
         return [per_sample(names, (at_mean[i], sampled[i]), self.n_test) for i in range(self.size)]
 
@@ -141,7 +146,7 @@ class JaxEnsemble:
         return {"arrangement": f"{members}-{name}", "members": f"{members}-members",
                 "step": self.fn.describe[self.epoch].format(size=self.size),
                 "optimizer": f"optax.adam, one state per member ({'vmapped' if members == 'vmap' else 'in turn'})",
-                "eval": "jitted, AOT-compiled; lax.map over the members", "ensemble_size": str(self.size),
+                "eval": self.fn.describe["eval"], "ensemble_size": str(self.size),
                 "noise": {"counter": "counter noise generated inside the programs from (seed, epoch)",
                           "framework": "jax.random.normal per member seed, vmapped"}.get(
                               self.source, "host arrays, stacked and uploaded once per pass")}
@@ -191,12 +196,13 @@ class JaxEnsemble:
         n = self.n_test if what == "eval" else self.n
         noise = (self._spec((self.size, n, self.m.latent_dim), jnp.float32) if arg == "array"
                  else (self._spec((self.size,), jnp.uint32),) * 2)
+        index = self._spec((), jnp.int32)
         if what == "eval":
-            return self.fn.evaluate[arg].lower(self.state[0], self.test_x, noise)
+            return self.fn.evaluate[arg].lower(self.state[0], self.test_x, noise,
+                                               *([index] if self.fn.members == "sequential" else []))
         perms = self._spec((self.size, self.n), jnp.int32)
         if what == "epoch":
             return self.fn.epoch[arg].lower(self.state, self.train_x, perms, noise)
-        index = self._spec((), jnp.int32)
         if self.fn.members == "vmap":
             return self.fn.batch_step[arg].lower(self.state, self._spec((self.size,), jnp.float32), self.train_x,
                                                  perms, noise, index, key[2])

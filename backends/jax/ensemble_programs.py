@@ -37,7 +37,8 @@ _VMAPPED = ("the jax engine's step vmapped over the {size} members (jax.vmap ove
 DESCRIBE = {"scan": _VMAPPED + "one jitted, AOT-compiled program per epoch: lax.scan over the full batches, "
                                "then the partial batch; state donated",
             "loop": _VMAPPED + "a Python loop over the batches, one jitted, AOT-compiled step per batch size; "
-                               "state and loss totals donated"}
+                               "state and loss totals donated",
+            "eval": "jitted, AOT-compiled; lax.map over the members"}
 
 
 @dataclass(frozen=True)
@@ -47,12 +48,14 @@ class EnsemblePrograms:
     epoch: dict[str, Callable]       # kind -> (state, train_x, perms, noise_in) -> (state, (N,) loss sums); state donated
     batch_step: dict[str, Callable]  # kind -> (state, totals, train_x, perms, noise_in, start, size) -> (state, totals)
     evaluate: dict[str, Callable]    # kind -> (params, test_x, noise_in) -> ((N,) sums at z = mu, (N,) at sampled z)
+                                     # (sequential: member i's, i an argument after noise_in)
     step: Callable                   # (state, x (N, B, D), eps (N, B, L)) -> (state, (N,) losses); state donated
     noise: Callable                  # (seeds (N,) int32, n) -> jax's own draws (N, n, L), `--noise framework`
     # "vmap", or "sequential" (ensemble_sequential.py), where batch_step and step work on ONE member's state,
     # split off the stacked state (and stacked back) by these two: state -> (N member states), and back
     members: str = "vmap"
-    describe: dict[str, str] = dataclasses.field(default_factory=lambda: DESCRIBE)  # epoch option -> the step, {size}
+    # epoch option -> the step ({size}: the ensemble's), and "eval" -> the evaluation, for the record
+    describe: dict[str, str] = dataclasses.field(default_factory=lambda: DESCRIBE)
     split: Callable | None = None
     stack: Callable | None = None
 

@@ -17,7 +17,9 @@ per-member HLO as a single-seed run (tests/test_jax_ensemble.py), nothing mixing
   permutation rows and noise by member index; lockstep: the single engine's own step), and the members
   are stacked back (`stack`). (A step updating its member's slice of the whole stacked state copies
   that state on every call.)
-* evaluation and jax's own noise draws are the vmap arrangement's (ensemble_programs.py).
+* evaluation: a jitted program of one member's evaluation, member index an argument, called member by
+  member (the vmap arrangement's lax.map over members runs the conv workload's convolutions inside a
+  loop body). jax's own noise draws are the vmap arrangement's (ensemble_programs.py).
 """
 from __future__ import annotations
 
@@ -41,7 +43,8 @@ DESCRIBE = {"scan": _IN_TURN + "one jitted, AOT-compiled program per epoch: lax.
                                "jax engine's epoch (lax.scan over the batches); state donated",
             "loop": _IN_TURN + "the state split into its members, each member's batches in a Python loop, one "
                                "jitted, AOT-compiled step per batch size (member state and loss total donated), "
-                               "the members stacked back"}
+                               "the members stacked back",
+            "eval": "jitted, AOT-compiled; one member's evaluation (member index an argument), member by member"}
 
 
 def member_arrangement(option: str, platform: str) -> str:
@@ -97,11 +100,17 @@ def sequential_programs(m: ModelConfig, make_optimizer: Callable[[ModelConfig], 
         member_state, loss = f.step(member_state, jnp.take(train_x, rows, axis=0), eps)
         return member_state, total + loss
 
+    def evaluate(kind: str, params, test_x, noise_in, i):
+        member_noise = _member(noise_in, i)
+        eps = member_noise if kind == "array" else f.counter_noise(*member_noise, 0, test_x.shape[0])
+        return f.evaluate(_member(params, i), test_x, eps)
+
     return dataclasses.replace(
         ensemble_programs(m, make_optimizer, precision),
         epoch={k: jax.jit(functools.partial(epoch, k), donate_argnums=0) for k in KINDS},
         batch_step={k: jax.jit(functools.partial(batch_step, k), donate_argnums=(0, 1), static_argnums=6)
                     for k in KINDS},
+        evaluate={k: jax.jit(functools.partial(evaluate, k)) for k in KINDS},
         step=single.step,  # the single engine's: (member state, x, eps) -> (member state, loss), donated
         members="sequential", split=jax.jit(split), stack=jax.jit(stack), describe=DESCRIBE,
     )

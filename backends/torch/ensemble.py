@@ -66,8 +66,10 @@ class TorchEnsemble:
         # on the device all the same, so no compiled graph ever sees a CPU tensor beside CUDA ones.
         self.member = _Member(tc.build_model(self.m).to(self.device), self.precision)
         self.names = [n for n, _ in self.member.model.named_parameters()]
+        # copied into torch's own memory (on the CPU too): NumPy's buffers are not 64-byte aligned, and a
+        # weight's alignment, changing from process to process, changes the speed of its matrix products
         self.params = {n: torch.from_numpy(np.stack([np.asarray(p[n], np.float32) for p in params]))
-                       .to(self.device).requires_grad_(True) for n in self.names}
+                       .to(self.device, copy=True).requires_grad_(True) for n in self.names}
         self.sequential = (em.SequentialMembers(lambda: tc.build_model(self.m).to(self.device), self.params, self.size)
                            if self.members == "sequential" else None)
         self.opt = self.make_optimizer()

@@ -83,8 +83,9 @@ def run_point(engine: str, members: int, arrangement: str, args) -> dict:
     from harness.execution.child_env import framework_env
     cmd = [sys.executable, __file__, "--point", engine, str(members), arrangement, *sys.argv[1:]]
     env = {**framework_env(), "OMP_NUM_THREADS": str(args.threads)}
+    cores = sorted(os.sched_getaffinity(0))[:args.threads]  # XLA sizes its pool by the affinity, torch obeys it too
     t = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, preexec_fn=lambda: os.sched_setaffinity(0, cores))
     wall = time.perf_counter() - t
     if proc.returncode != 0:
         last = [line for line in proc.stderr.splitlines() if line.strip()][-1:] or ["no output"]

@@ -24,11 +24,11 @@ import numpy as np
 from backends.base import pass_noise
 from harness.channel import Events, serve
 from harness.config import RunConfig
-from harness.draws import epoch_permutation, init_params
+from harness.draws import init_params
 from harness.execution import caches, ensemble_memory
 from harness.execution.worker import (CHECKPOINT, PARAMS, _memory, _prefix, compile_programs, current_rss_bytes,
-                                      load_checkpoint, load_data, member_dir, save_checkpoint, start,
-                                      trained_params)
+                                      epoch_inputs, load_checkpoint, load_data, member_dir, save_checkpoint, start,
+                                      timed_epoch, timed_repeats, trained_params)
 from harness import atomic
 from harness.measurement.results import EpochRecord
 from harness.measurement.walltime import ChildClock
@@ -46,7 +46,8 @@ def train(job: dict, events: Events, clock: ChildClock) -> None:
         elapsed += compile_programs(engine, job["backend"], compile_caches, events, clock)
         seconds, live = train_epochs(engine, job, config, seeds, len(train_x), len(test_x), first_epoch, elapsed,
                                      events, clock)
-        repeats = timed_repeats(engine, config, seeds, len(train_x)) if config.repeats else []
+        n = len(train_x)
+        repeats = timed_repeats(engine, config, lambda e: ensemble_inputs(config, seeds, e, n)) if config.repeats else []
         if repeats:
             events.send("repeats", train_seconds=repeats)
         steady = (repeats or seconds[1:] or seconds)
@@ -92,20 +93,12 @@ def train_epochs(engine, job: dict, config: RunConfig, seeds: list[int], n: int,
                  elapsed: float, events: Events, clock: ChildClock) -> tuple[list[float], set[int]]:
     """Train and evaluate every member each epoch; returns the epochs' train seconds and the seeds whose
     losses stayed finite."""
-    latent, live, seconds = config.model.latent_dim, set(seeds), []
+    live, seconds = set(seeds), []
     last_finite: dict[int, float | None] = dict.fromkeys(seeds)
-    eval_noise = [pass_noise(config.noise, s, 0, n_test, latent) for s in seeds]
+    eval_noise = [pass_noise(config.noise, s, 0, n_test, config.model.latent_dim) for s in seeds]
     for epoch in range(first_epoch, config.epochs + 1):
-        perms = np.stack([epoch_permutation(s, epoch, n) for s in seeds])  # outside the timed window
-        noises = [pass_noise(config.noise, s, epoch, n, latent) for s in seeds]
-        t = time.perf_counter()
-        train_losses = engine.train_epoch(perms, noises)
-        train_seconds = time.perf_counter() - t
-        t = time.perf_counter()
-        metrics = engine.evaluate(eval_noise)
-        eval_seconds = time.perf_counter() - t
-        clock.add("train", train_seconds)
-        clock.add("evaluate", eval_seconds)
+        train_losses, metrics, train_seconds, eval_seconds = timed_epoch(
+            engine, ensemble_inputs(config, seeds, epoch, n), eval_noise, clock)
         elapsed += train_seconds + eval_seconds
         seconds.append(train_seconds)
         states = engine.get_state()
@@ -130,18 +123,10 @@ def train_epochs(engine, job: dict, config: RunConfig, seeds: list[int], n: int,
     return seconds, live
 
 
-def timed_repeats(engine, config: RunConfig, seeds: list[int], n: int) -> list[float]:
-    """`repeats` more timed ensemble epochs on a saved copy of the state, restored afterwards."""
-    saved, out, latent = engine.get_state(), [], config.model.latent_dim
-    for r in range(1, config.repeats + 1):
-        epoch = config.epochs + r
-        perms = np.stack([epoch_permutation(s, epoch, n) for s in seeds])
-        noises = [pass_noise(config.noise, s, epoch, n, latent) for s in seeds]
-        t = time.perf_counter()
-        engine.train_epoch(perms, noises)
-        out.append(time.perf_counter() - t)
-    engine.set_state(saved)
-    return out
+def ensemble_inputs(config: RunConfig, seeds: list[int], epoch: int, n: int) -> tuple:
+    """Every member's permutation (stacked, (N, n)) and noise of `epoch`: what each seed's own run gets."""
+    per_seed = [epoch_inputs(config, s, epoch, n) for s in seeds]
+    return np.stack([perm for perm, _ in per_seed]), [noise for _, noise in per_seed]
 
 
 def save_params(engine, job: dict, seeds: list[int], live: set[int], events: Events, clock: ChildClock) -> None:

@@ -79,7 +79,7 @@ def train(job: dict, events: Events, clock: ChildClock | None = None) -> None:
             return
         if config.repeats:
             t = time.perf_counter()
-            repeats = timed_repeats(backend, config, job["seed"], train_x.shape[0])
+            repeats = timed_repeats(backend, config, lambda e: epoch_inputs(config, job["seed"], e, train_x.shape[0]))
             clock.since("repeats", t)
             events.send("repeats", train_seconds=repeats)
         save_params(backend, *member_dir(job, job["seed"]), events, clock)
@@ -155,19 +155,12 @@ def compile_programs(backend, name: str, compile_caches: caches.CompileCaches, e
 def train_epochs(backend, job: dict, config: RunConfig, n: int, n_test: int, first_epoch: int, elapsed: float,
                  events: Events, clock: ChildClock) -> bool:
     """Train and evaluate each epoch, checkpointing after each; False when the losses stopped being finite."""
-    seed, latent = job["seed"], config.model.latent_dim
+    seed = job["seed"]
     last_finite = None
-    eval_noise = pass_noise(config.noise, seed, 0, n_test, latent)
+    eval_noise = pass_noise(config.noise, seed, 0, n_test, config.model.latent_dim)
     for epoch in range(first_epoch, config.epochs + 1):
-        perm, noise = epoch_permutation(seed, epoch, n), pass_noise(config.noise, seed, epoch, n, latent)  # untimed
-        t = time.perf_counter()
-        train_loss = backend.train_epoch(perm, noise)
-        train_seconds = time.perf_counter() - t
-        t = time.perf_counter()
-        metrics = backend.evaluate(eval_noise)
-        eval_seconds = time.perf_counter() - t
-        clock.add("train", train_seconds)
-        clock.add("evaluate", eval_seconds)
+        train_loss, metrics, train_seconds, eval_seconds = timed_epoch(
+            backend, epoch_inputs(config, seed, epoch, n), eval_noise, clock)
         elapsed += train_seconds + eval_seconds
         losses = (train_loss, *metrics.values())
         if not all(math.isfinite(x) for x in losses):
@@ -198,16 +191,35 @@ def trained_params(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: v for k, v in state.items() if not k.startswith("adam.")}
 
 
-def timed_repeats(backend, config: RunConfig, seed: int, n: int) -> list[float]:
-    """`repeats` more timed training epochs for tighter steady-state figures; the trained state is
-    saved before and restored after, so losses and saved params are those of the run itself."""
+def epoch_inputs(config: RunConfig, seed: int, epoch: int, n: int) -> tuple:
+    """The permutation and noise of `seed`'s epoch over n samples (made before the timed window)."""
+    return epoch_permutation(seed, epoch, n), pass_noise(config.noise, seed, epoch, n, config.model.latent_dim)
+
+
+def timed_epoch(backend, inputs: tuple, eval_noise, clock: ChildClock) -> tuple:
+    """One training epoch on `inputs` (permutation, noise) and the evaluation after it, each timed and
+    added to the clock: (train result, metrics, train seconds, eval seconds). A single-seed engine and
+    a seed ensemble alike: what they return is theirs."""
+    t = time.perf_counter()
+    trained = backend.train_epoch(*inputs)
+    train_seconds = time.perf_counter() - t
+    t = time.perf_counter()
+    metrics = backend.evaluate(eval_noise)
+    eval_seconds = time.perf_counter() - t
+    clock.add("train", train_seconds)
+    clock.add("evaluate", eval_seconds)
+    return trained, metrics, train_seconds, eval_seconds
+
+
+def timed_repeats(backend, config: RunConfig, inputs) -> list[float]:
+    """`repeats` more timed training epochs for tighter steady-state figures, epoch e on `inputs(e)`; the
+    trained state is saved before and restored after, so losses and saved params are those of the run."""
     saved = backend.get_state()
     seconds = []
-    repeats, epochs = config.repeats, config.epochs
-    for r in range(1, repeats + 1):
-        perm, noise = epoch_permutation(seed, epochs + r, n), pass_noise(config.noise, seed, epochs + r, n, config.model.latent_dim)
+    for epoch in range(config.epochs + 1, config.epochs + config.repeats + 1):
+        args = inputs(epoch)  # outside the timed window
         t = time.perf_counter()
-        backend.train_epoch(perm, noise)
+        backend.train_epoch(*args)
         seconds.append(time.perf_counter() - t)
     backend.set_state(saved)
     return seconds

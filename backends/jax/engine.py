@@ -56,6 +56,17 @@ def resolve_device(name: str) -> jax.Device:
     raise HarnessError(f"unknown device {name!r} for the jax backend (use cpu, cuda or cuda:N)")
 
 
+def device_memory(device: jax.Device, capacity: bool = False) -> dict[str, float]:
+    """Peak and in-use bytes of a GPU ({} on the CPU); with `capacity`, also what it can hold."""
+    if device.platform == "cpu":
+        return {}
+    stats = device.memory_stats() or {}
+    out = {"peak_bytes": float(stats.get("peak_bytes_in_use", 0)), "in_use_bytes": float(stats.get("bytes_in_use", 0))}
+    if capacity and "bytes_limit" in stats:
+        out["capacity_bytes"] = float(stats["bytes_limit"])
+    return out
+
+
 def epoch_arrangement(option: str, device: jax.Device, m: ModelConfig) -> str:
     """'scan' or 'loop' for the engine option `epoch` ('auto', 'scan' or 'loop').
 
@@ -189,11 +200,7 @@ class JaxBackend:
         jax.block_until_ready(self.state)
 
     def device_memory(self) -> dict[str, float]:
-        if self.device.platform == "cpu":
-            return {}
-        stats = self.device.memory_stats() or {}
-        return {"peak_bytes": float(stats.get("peak_bytes_in_use", 0)),
-                "in_use_bytes": float(stats.get("bytes_in_use", 0))}
+        return device_memory(self.device)
 
     # ---- helpers -----------------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ import optax
 
 from backends.base import Metrics, Noise, per_sample
 from backends.jax import EPOCHS as JAX_EPOCHS, MEMBERS
-from backends.jax.engine import epoch_arrangement, resolve_device
+from backends.jax.engine import device_memory, epoch_arrangement, resolve_device
 from backends.jax.ensemble_programs import ensemble_programs
 from backends.jax.ensemble_sequential import member_arrangement, sequential_programs
 from backends.jax.programs import flax_model, make_adam
@@ -155,13 +155,7 @@ class JaxEnsemble:
         jax.block_until_ready(self.state)
 
     def device_memory(self) -> dict[str, float]:
-        if self.device.platform == "cpu":
-            return {}
-        stats = self.device.memory_stats() or {}
-        out = {"peak_bytes": float(stats.get("peak_bytes_in_use", 0)), "in_use_bytes": float(stats.get("bytes_in_use", 0))}
-        if "bytes_limit" in stats:
-            out["capacity_bytes"] = float(stats["bytes_limit"])
-        return out
+        return device_memory(self.device, capacity=True)
 
     # ---- helpers -----------------------------------------------------------------------------------
 
